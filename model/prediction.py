@@ -1,0 +1,49 @@
+"""What a classifier returns for one text: per head, the label, its probability and the full distribution."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from data.label_schema import HEADS, LABELS
+
+
+@dataclass(frozen=True)
+class HeadPrediction:
+    label: str
+    confidence: float
+    scores: dict[str, float]
+
+    def margin(self) -> float:
+        """Gap between the top two probabilities."""
+        ranked = sorted(self.scores.values(), reverse=True)
+        return ranked[0] - ranked[1] if len(ranked) > 1 else ranked[0]
+
+
+@dataclass(frozen=True)
+class TextPrediction:
+    category: HeadPrediction
+    severity: HeadPrediction
+    sentiment: HeadPrediction
+
+    def head(self, name: str) -> HeadPrediction:
+        if name not in HEADS:
+            raise KeyError(f"unknown head {name!r}")
+        return getattr(self, name)
+
+    def labels(self) -> dict[str, str]:
+        return {name: self.head(name).label for name in HEADS}
+
+
+class Classifier(Protocol):
+    version: str
+
+    def predict(self, texts: list[str]) -> list[TextPrediction]: ...
+
+
+def one_label_distribution(head: str, label: str, confidence: float) -> HeadPrediction:
+    """A distribution that puts ``confidence`` on ``label`` and spreads the rest evenly."""
+    codes = LABELS.codes(head)
+    rest = (1.0 - confidence) / (len(codes) - 1)
+    scores = {code: (confidence if code == label else rest) for code in codes}
+    return HeadPrediction(label=label, confidence=confidence, scores=scores)
