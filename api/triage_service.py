@@ -12,7 +12,7 @@ from api.settings import Settings
 from api.sla_policy import SlaPolicy, parse_timestamp
 from data.label_schema import HEADS, LABELS
 from data.text_normalization import normalize_text
-from model.keyword_rules import KeywordClassifier
+from model.loading import load_classifier
 from model.prediction import Classifier, TextPrediction
 
 REVIEWED_HEADS = ("category", "severity")
@@ -38,17 +38,13 @@ class TriageService:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "TriageService":
-        if settings.model_dir is not None:
-            raise RuntimeError(
-                f"--model {settings.model_dir}: trained models are not supported by this version yet; "
-                "leave TRIAGE_MODEL_DIR unset to serve the keyword rules"
-            )
+        classifier, degraded = load_classifier(settings.model_dir)
         return cls(
-            classifier=KeywordClassifier(),
+            classifier=classifier,
             sla_policy=SlaPolicy.load(settings.sla_policy),
             replies=ReplyTemplateLibrary.load(settings.reply_templates),
             settings=settings,
-            degraded=True,
+            degraded=degraded,
         )
 
     def triage(self, request: TriageRequest, now: datetime | None = None) -> TriageResponse:

