@@ -57,7 +57,7 @@ def test_predict_rejects_non_utf8_and_missing_files(tmp_path, capsys):
 
 
 def test_unavailable_commands_fail_clearly(capsys):
-    assert main(["train", "--data", "x.jsonl"]) == 2
+    assert main(["evaluate", "--data", "x.jsonl"]) == 2
     assert "not available" in capsys.readouterr().err
 
 
