@@ -1,0 +1,51 @@
+"""Reproduce the embedded default model: `python -m training.default_recipe --labeled ../shared/data/labeled`.
+
+Training data: the hand-labelled real messages of `train.jsonl` plus the team-written messages in
+`data/team_written/`. A fixed stratified 20% of `train.jsonl` (seed 13) is held out for early stopping
+and temperature calibration, so the calibration is fitted on real messages. `dev.jsonl` is never used.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from pathlib import Path
+
+from training.dataset_io import load_labelled, stratified_split
+from training.pipeline import train_from_files
+from training.trainer import TrainConfig
+
+TEAM_WRITTEN = sorted((Path(__file__).resolve().parent.parent / "data" / "team_written").glob("*.jsonl"))
+DEFAULT_CONFIG = TrainConfig(epochs=5, lr=1e-4, num_layers=12, trained_layers=4, max_length=128, seed=13)
+VALIDATION_FRACTION = 0.2
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--labeled", type=Path, required=True, help="folder holding train.jsonl (hand-labelled real messages)")
+    parser.add_argument("--out", type=Path, default=Path("model/default"))
+    parser.add_argument("--version", default="triage-e5s-default-1")
+    args = parser.parse_args(argv)
+    real = args.labeled / "train.jsonl"
+    if not real.is_file():
+        parser.error(f"{real}: no such file")
+    rows, _ = load_labelled([str(real)])
+    train_part, validation_part = stratified_split(rows, eval_fraction=VALIDATION_FRACTION, seed=DEFAULT_CONFIG.seed)
+    with tempfile.TemporaryDirectory() as tmp:
+        train_file, validation_file = Path(tmp) / "real_train.jsonl", Path(tmp) / "real_validation.jsonl"
+        _write_jsonl(train_part, train_file)
+        _write_jsonl(validation_part, validation_file)
+        train_from_files([train_file, *TEAM_WRITTEN], args.out, eval_paths=[validation_file],
+                         config=DEFAULT_CONFIG, version=args.version, log=lambda m: print(m, file=sys.stderr))
+    return 0
+
+
+def _write_jsonl(ds, path: Path) -> None:
+    ds.select_columns(["raw_text", "category", "severity", "sentiment"]).rename_column("raw_text", "text").to_json(
+        str(path), lines=True, force_ascii=False
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())
