@@ -16,9 +16,7 @@ class CliError(Exception):
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args, unknown = parser.parse_known_args(argv)
-    if unknown and args.handler is not run_not_available:
-        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    args = parser.parse_args(argv)
     try:
         return args.handler(args)
     except CliError as exc:
@@ -60,8 +58,12 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--version", default=None, help="model version string (default: triage-e5s-<UTC timestamp>)")
     train.set_defaults(handler=run_train)
 
-    evaluate = sub.add_parser("evaluate", help="write an evaluation report (not available in this version)")
-    evaluate.set_defaults(handler=run_not_available)
+    evaluate = sub.add_parser("evaluate", help="measure a model and the baselines on labelled data")
+    evaluate.add_argument("--data", type=Path, action="append", required=True, help="labelled JSONL/CSV (repeatable)")
+    evaluate.add_argument("--model", type=Path, default=None, help="model folder (default: the embedded model)")
+    evaluate.add_argument("--out", type=Path, required=True, help="folder for metrics.json, baselines.json, report.md")
+    evaluate.add_argument("--train", type=Path, action="append", default=[], help="training data for the TF-IDF baseline")
+    evaluate.set_defaults(handler=run_evaluate)
     return parser
 
 
@@ -167,8 +169,17 @@ def run_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_not_available(args: argparse.Namespace) -> int:
-    raise CliError("not available in this version yet (see README: what works today)")
+def run_evaluate(args: argparse.Namespace) -> int:
+    from evaluation.evaluate import run_evaluation
+    from model.loading import load_classifier
+    from training.dataset_io import DataValidationError
+
+    try:
+        classifier, _ = load_classifier(args.model)
+        run_evaluation(classifier, args.data, args.out, train_paths=args.train, log=lambda m: print(m, file=sys.stderr))
+    except (DataValidationError, FileNotFoundError) as exc:
+        raise CliError(str(exc)) from exc
+    return 0
 
 
 if __name__ == "__main__":

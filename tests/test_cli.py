@@ -56,9 +56,22 @@ def test_predict_rejects_non_utf8_and_missing_files(tmp_path, capsys):
     assert "no such file" in capsys.readouterr().err
 
 
-def test_unavailable_commands_fail_clearly(capsys):
-    assert main(["evaluate", "--data", "x.jsonl"]) == 2
-    assert "not available" in capsys.readouterr().err
+def test_evaluate_writes_metrics_and_names_bad_rows(tmp_path, capsys):
+    rows = [("我的快递到哪了", "B", "low", "neutral"), ("收到的杯子碎了", "C", "medium", "negative"),
+            ("再不发货我就投诉", "D", "high", "negative"), ("有货吗", "A", "low", "neutral")]
+    data = write_lines(tmp_path / "dev.jsonl", [
+        json.dumps({"text": t, "category": c, "severity": s, "sentiment": m}, ensure_ascii=False) for t, c, s, m in rows
+    ])
+    out = tmp_path / "report"
+    assert main(["evaluate", "--data", str(data), "--out", str(out)]) == 0
+    metrics = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
+    assert metrics["n"] == 4
+    assert set(metrics["category"]) >= {"accuracy", "macro_f1", "weighted_f1", "labels", "per_label", "confusion", "ece"}
+    assert sum(map(sum, metrics["category"]["confusion"])) == 4
+    assert "keyword rules" in (out / "report.md").read_text(encoding="utf-8")
+    bad = write_lines(tmp_path / "bad.jsonl", ['{"text": "x", "category": "Z"}'])
+    assert main(["evaluate", "--data", str(bad), "--out", str(tmp_path / "r2")]) == 2
+    assert "bad.jsonl: row 1" in capsys.readouterr().err
 
 
 def test_console_script_is_installed():
