@@ -10,13 +10,14 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from api.schemas import ErrorResponse, TriageRequest, TriageResponse
 from api.settings import Settings
 from api.triage_service import InvalidInput, TriageService
+from model.prediction import Classifier
 
 ERROR_RESPONSES = {code: {"model": ErrorResponse} for code in (413, 422)}
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, classifier: Classifier | None = None) -> FastAPI:
     settings = settings or Settings()
-    service = TriageService.from_settings(settings)
+    service = TriageService.from_settings(settings, classifier)
     app = FastAPI(title="Help-desk triage", version="0.1.0")
     app.state.service = service
     app.state.settings = settings

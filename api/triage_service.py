@@ -12,6 +12,7 @@ from api.settings import Settings
 from api.sla_policy import SlaPolicy, parse_timestamp
 from data.label_schema import HEADS, LABELS
 from data.text_normalization import normalize_text
+from model.keyword_rules import KeywordClassifier
 from model.loading import load_classifier
 from model.prediction import Classifier, TextPrediction
 
@@ -37,8 +38,12 @@ class TriageService:
     degraded: bool
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> "TriageService":
-        classifier, degraded = load_classifier(settings.model_dir)
+    def from_settings(cls, settings: Settings, classifier: Classifier | None = None) -> "TriageService":
+        """Build from settings; pass ``classifier`` to serve a given one (tests, embedding)."""
+        if classifier is None:
+            classifier, degraded = load_classifier(settings.model_dir)
+        else:
+            degraded = isinstance(classifier, KeywordClassifier)
         return cls(
             classifier=classifier,
             sla_policy=SlaPolicy.load(settings.sla_policy),

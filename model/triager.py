@@ -32,6 +32,8 @@ class TriagerConfig:
     num_layers: int
     trained_layers: list[int]
     max_length: int = 128
+    # E5 models were trained with "query: "/"passage: " prefixes; fine-tuning starts closer to home with one.
+    text_prefix: str = "query: "
     normalization_version: str = NORMALIZATION_VERSION
     labels: dict[str, list[str]] = field(default_factory=lambda: {h: list(LABELS.codes(h)) for h in HEADS})
     temperatures: dict[str, float] = field(default_factory=lambda: {h: 1.0 for h in HEADS})
@@ -133,7 +135,7 @@ class Triager:
         for start in range(0, len(order), batch_size):
             chunk = order[start : start + batch_size]
             encoded = self.tokenizer(
-                [texts[i] for i in chunk], padding=True, truncation=True,
+                [self.config.text_prefix + texts[i] for i in chunk], padding=True, truncation=True,
                 max_length=self.config.max_length, return_tensors="pt",
             )
             batch_logits = self.net(encoded["input_ids"], encoded["attention_mask"])
@@ -157,4 +159,4 @@ class Triager:
         return results
 
     def token_count(self, text: str) -> int:
-        return len(self.tokenizer(normalize(text), truncation=False)["input_ids"])
+        return len(self.tokenizer(self.config.text_prefix + normalize(text), truncation=False)["input_ids"])

@@ -6,11 +6,32 @@ from fastapi.testclient import TestClient
 from api.app import create_app
 from api.settings import Settings
 from api.sla_policy import parse_timestamp
+from model.keyword_rules import KeywordClassifier
 
 
 @pytest.fixture(scope="module")
 def client() -> TestClient:
-    return TestClient(create_app(Settings(max_body_bytes=4096, max_text_chars=300)))
+    # The keyword rules make these contract tests independent of what the trained model predicts.
+    return TestClient(create_app(Settings(max_body_bytes=4096, max_text_chars=300), classifier=KeywordClassifier()))
+
+
+@pytest.fixture(scope="module")
+def model_client() -> TestClient:
+    return TestClient(create_app(Settings()))
+
+
+def test_default_app_serves_the_embedded_model(model_client):
+    ready = model_client.get("/readyz").json()
+    assert ready["degraded"] is False
+    assert ready["model_version"] == "triage-e5s-default-1"
+    body = model_client.post("/v1/triage", json={"text": "吃了你们的零食孩子过敏住院了，我要投诉到12315", "id": "m-1"}).json()
+    assert body["degraded"] is False
+    assert body["category"]["label"] == "D"
+    assert abs(sum(body["category"]["scores"].values()) - 1) < 1e-3
+    assert body["category"]["confidence"] == max(body["category"]["scores"].values())
+    shipping = model_client.post("/v1/triage", json={"text": "我的快递到哪了，三天了还没到"}).json()
+    assert shipping["category"]["label"] == "B"
+    assert shipping["queue"] == "orders"
 
 
 def test_triage_returns_the_full_contract(client):

@@ -130,3 +130,14 @@ def test_fit_temperature_softens_overconfident_logits():
     overconfident = logits * 8  # ...but nearly always ~100% sure
     assert fit_temperature(overconfident, labels) > 3
     assert fit_temperature(overconfident, torch.full((300,), -100)) == 1.0
+
+
+def test_fit_temperature_stays_finite_on_separable_data():
+    import math
+
+    import torch
+
+    labels = torch.tensor([0, 1, 2, 0, 1, 2])
+    logits = torch.nn.functional.one_hot(labels, 3).float() * 50
+    temperature = fit_temperature(logits, labels)
+    assert math.isfinite(temperature) and 0.05 <= temperature <= 20.0

@@ -17,7 +17,7 @@ from training.pipeline import train_from_files
 from training.trainer import TrainConfig
 
 TEAM_WRITTEN = sorted((Path(__file__).resolve().parent.parent / "data" / "team_written").glob("*.jsonl"))
-DEFAULT_CONFIG = TrainConfig(epochs=5, lr=1e-4, num_layers=12, trained_layers=4, max_length=128, seed=13)
+DEFAULT_CONFIG = TrainConfig(epochs=6, lr=6e-5, num_layers=12, trained_layers=6, max_length=128, seed=13)
 VALIDATION_FRACTION = 0.2
 
 

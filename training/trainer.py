@@ -38,10 +38,11 @@ class TrainConfig:
     trained_layers: int = 4
     patience: int = 2
     seed: int = 13
-    head_loss_weights: dict[str, float] = field(default_factory=lambda: {"category": 1.0, "severity": 1.0, "sentiment": 0.7})
+    head_loss_weights: dict[str, float] = field(default_factory=lambda: {"category": 1.0, "severity": 1.0, "sentiment": 1.0})
     # Class weights ~ (count)^-power, normalised to mean 1: 0.5 softens the pull of rare labels (D, critical).
     class_weight_power: float = 0.5
     max_steps: int | None = None
+    text_prefix: str = "query: "
 
     def problems(self) -> list[str]:
         """What is wrong with these settings, as messages for the user."""
@@ -97,8 +98,8 @@ def train(
     trained_layers = list(range(config.num_layers - config.trained_layers, config.num_layers))
     _freeze_all_but(net, trained_layers)
 
-    train_batches = _encode(train_ds, tokenizer, config.max_length)
-    eval_batches = _encode(eval_ds, tokenizer, config.max_length)
+    train_batches = _encode(train_ds, tokenizer, config.max_length, config.text_prefix)
+    eval_batches = _encode(eval_ds, tokenizer, config.max_length, config.text_prefix)
     loss_fns = {
         h: nn.CrossEntropyLoss(weight=_class_weights(train_batches["labels"][h], head_sizes[h], config.class_weight_power), ignore_index=IGNORE)
         for h in HEADS
@@ -120,6 +121,7 @@ def train(
         num_layers=config.num_layers,
         trained_layers=trained_layers,
         max_length=config.max_length,
+        text_prefix=config.text_prefix,
         version=version,
     )
     best_score, best_state, best_epoch, history, bad_epochs, step = -1.0, None, 0, [], 0, 0
@@ -181,7 +183,7 @@ def fit_temperature(logits: torch.Tensor, labels: torch.Tensor) -> float:
         return 1.0
     logits, labels = logits[keep].detach(), labels[keep]
     log_t = torch.zeros(1, requires_grad=True)
-    optimizer = torch.optim.LBFGS([log_t], lr=0.1, max_iter=200)
+    optimizer = torch.optim.LBFGS([log_t], lr=0.1, max_iter=200, line_search_fn="strong_wolfe")
 
     def closure():
         optimizer.zero_grad()
@@ -190,7 +192,9 @@ def fit_temperature(logits: torch.Tensor, labels: torch.Tensor) -> float:
         return loss
 
     optimizer.step(closure)
-    return float(log_t.detach().exp().clamp(0.05, 20.0))
+    temperature = float(log_t.detach().exp().clamp(0.05, 20.0))
+    # A diverged fit (e.g. perfectly separated tiny validation data) must not poison every probability.
+    return temperature if math.isfinite(temperature) else 1.0
 
 
 def _freeze_all_but(net: TriageNet, trained_layers: list[int]) -> None:
@@ -199,8 +203,8 @@ def _freeze_all_but(net: TriageNet, trained_layers: list[int]) -> None:
         param.requires_grad = name.startswith(prefixes)
 
 
-def _encode(ds, tokenizer, max_length: int) -> dict:
-    ids = tokenizer(list(ds["text"]), truncation=True, max_length=max_length)["input_ids"]
+def _encode(ds, tokenizer, max_length: int, prefix: str) -> dict:
+    ids = tokenizer([prefix + text for text in ds["text"]], truncation=True, max_length=max_length)["input_ids"]
     labels = {h: torch.tensor(ds[f"{h}_id"], dtype=torch.long) for h in HEADS}
     return {"ids": ids, "labels": labels}
 
@@ -266,7 +270,7 @@ def _source_sha(base_folder: Path) -> str:
 
     manifest = base_folder / "manifest.json"
     if manifest.is_file():
-        return json.loads(manifest.read_text(encoding="utf-8")).get("source_sha256", "")
+        return json.loads(manifest.read_text(encoding="utf-8")).get("source", {}).get("sha256", "")
     return ""
 
 
