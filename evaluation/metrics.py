@@ -69,13 +69,18 @@ def _check_labels(labels: Sequence[str]) -> list[str]:
     return labels
 
 
-def _check_pair(y_true: Sequence[str], y_pred: Sequence[str], labels: list[str]) -> tuple[list, list]:
+def _paired_lists(y_true: Sequence[str], y_pred: Sequence[str]) -> tuple[list, list]:
     y_true = _as_list(y_true, "y_true")
     y_pred = _as_list(y_pred, "y_pred")
     if len(y_true) != len(y_pred):
         raise ValueError(f"y_true and y_pred differ in length: {len(y_true)} vs {len(y_pred)}")
     if not y_true:
         raise ValueError("no samples: y_true and y_pred are empty")
+    return y_true, y_pred
+
+
+def _check_pair(y_true: Sequence[str], y_pred: Sequence[str], labels: list[str]) -> tuple[list, list]:
+    y_true, y_pred = _paired_lists(y_true, y_pred)
     known = set(labels)
     for name, values in (("y_true", y_true), ("y_pred", y_pred)):
         unknown = {v for v in values if v not in known}
@@ -218,12 +223,7 @@ def binary_recall_precision(y_true: Sequence[str], y_pred: Sequence[str], positi
     recall = TP / support, precision = TP / (times ``positive`` was predicted), each 0.0 when its
     denominator is 0 (zero_division=0; check ``support`` before reading a 0.0 recall).
     """
-    y_true = _as_list(y_true, "y_true")
-    y_pred = _as_list(y_pred, "y_pred")
-    if len(y_true) != len(y_pred):
-        raise ValueError(f"y_true and y_pred differ in length: {len(y_true)} vs {len(y_pred)}")
-    if not y_true:
-        raise ValueError("no samples: y_true and y_pred are empty")
+    y_true, y_pred = _paired_lists(y_true, y_pred)
     t = np.fromiter((v == positive for v in y_true), dtype=bool, count=len(y_true))
     p = np.fromiter((v == positive for v in y_pred), dtype=bool, count=len(y_pred))
     tp = int(np.sum(t & p))
