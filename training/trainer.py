@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from sklearn.metrics import f1_score
 from torch import nn
+from tqdm.auto import tqdm
 
 from data.label_schema import HEADS, LABELS
 from model.triager import Triager, TriagerConfig, TriageNet, build_net
@@ -132,7 +133,9 @@ def train(
         net.train()
         order = torch.randperm(len(train_ds), generator=generator).tolist()
         running = 0.0
-        for start in range(0, len(order), config.batch_size):
+        batch_starts = range(0, len(order), config.batch_size)
+        # disable=None: a progress bar on a terminal, silence in logs and CI.
+        for start in tqdm(batch_starts, desc=f"epoch {epoch}/{config.epochs}", unit="batch", leave=False, disable=None):
             idx = order[start : start + config.batch_size]
             input_ids, mask = _pad([train_batches["ids"][i] for i in idx], tokenizer.pad_token_id)
             logits = net(input_ids, mask)
