@@ -141,3 +141,14 @@ def test_fit_temperature_stays_finite_on_separable_data():
     logits = torch.nn.functional.one_hot(labels, 3).float() * 50
     temperature = fit_temperature(logits, labels)
     assert math.isfinite(temperature) and 0.05 <= temperature <= 20.0
+
+
+def test_repeat_column_oversamples_rows_per_epoch():
+    import datasets
+
+    from training.trainer import _epoch_pool
+
+    plain = datasets.Dataset.from_dict({"text": ["a", "b", "c"]})
+    assert _epoch_pool(plain) == [0, 1, 2]
+    weighted = plain.add_column("repeat", [1, 3, 0])
+    assert sorted(_epoch_pool(weighted)) == [0, 1, 1, 1, 2]

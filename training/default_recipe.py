@@ -19,6 +19,8 @@ from training.trainer import TrainConfig
 TEAM_WRITTEN = sorted((Path(__file__).resolve().parent.parent / "data" / "team_written").glob("*.jsonl"))
 DEFAULT_CONFIG = TrainConfig(epochs=6, lr=6e-5, num_layers=12, trained_layers=6, max_length=128, seed=13)
 VALIDATION_FRACTION = 0.2
+# Each real hand-labelled row is seen this many times per epoch, against once for a team-written row.
+REAL_ROW_REPEAT = 1
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -26,6 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--labeled", type=Path, required=True, help="folder holding train.jsonl (hand-labelled real messages)")
     parser.add_argument("--out", type=Path, default=Path("model/default"))
     parser.add_argument("--version", default="triage-e5s-default-1")
+    parser.add_argument("--real-repeat", type=int, default=REAL_ROW_REPEAT, help="times each real row is seen per epoch")
     args = parser.parse_args(argv)
     real = args.labeled / "train.jsonl"
     if not real.is_file():
@@ -37,7 +40,8 @@ def main(argv: list[str] | None = None) -> int:
         _write_jsonl(train_part, train_file)
         _write_jsonl(validation_part, validation_file)
         train_from_files([train_file, *TEAM_WRITTEN], args.out, eval_paths=[validation_file],
-                         config=DEFAULT_CONFIG, version=args.version, log=lambda m: print(m, file=sys.stderr))
+                         config=DEFAULT_CONFIG, version=args.version, log=lambda m: print(m, file=sys.stderr),
+                         repeat={str(train_file): args.real_repeat})
     return 0
 
 

@@ -35,11 +35,16 @@ def train_from_files(
     base_folder: Path | None = None,
     version: str | None = None,
     log: Callable[[str], None] = print,
+    repeat: dict[str, int] | None = None,
 ) -> TrainingRun:
+    """``repeat`` maps a training file to how many times each of its rows is seen per epoch (default 1)."""
     config = config or TrainConfig()
     out_dir = Path(out_dir)
     train_ds, train_report = load_labelled([str(p) for p in data_paths])
     log(train_report.summary())
+    if repeat:
+        times = {str(path): int(k) for path, k in repeat.items()}
+        train_ds = train_ds.map(lambda row: {"repeat": times.get(row["source_file"], 1)})
     eval_report = None
     if eval_paths:
         eval_ds, eval_report = load_labelled([str(p) for p in eval_paths])

@@ -112,7 +112,8 @@ def train(
         ],
         weight_decay=config.weight_decay,
     )
-    steps_per_epoch = math.ceil(len(train_ds) / config.batch_size)
+    epoch_pool = _epoch_pool(train_ds)
+    steps_per_epoch = math.ceil(len(epoch_pool) / config.batch_size)
     total_steps = config.max_steps or steps_per_epoch * config.epochs
     scheduler = _linear_warmup(optimizer, int(total_steps * config.warmup_fraction), total_steps)
 
@@ -131,7 +132,7 @@ def train(
     generator = torch.Generator().manual_seed(config.seed)
     for epoch in range(1, config.epochs + 1):
         net.train()
-        order = torch.randperm(len(train_ds), generator=generator).tolist()
+        order = [epoch_pool[i] for i in torch.randperm(len(epoch_pool), generator=generator).tolist()]
         running = 0.0
         batch_starts = range(0, len(order), config.batch_size)
         # disable=None: a progress bar on a terminal, silence in logs and CI.
@@ -198,6 +199,13 @@ def fit_temperature(logits: torch.Tensor, labels: torch.Tensor) -> float:
     temperature = float(log_t.detach().exp().clamp(0.05, 20.0))
     # A diverged fit (e.g. perfectly separated tiny validation data) must not poison every probability.
     return temperature if math.isfinite(temperature) else 1.0
+
+
+def _epoch_pool(ds) -> list[int]:
+    """Row indices seen in one epoch: a row with a ``repeat`` column value of k appears k times."""
+    if "repeat" not in ds.column_names:
+        return list(range(len(ds)))
+    return [i for i, k in enumerate(ds["repeat"]) for _ in range(max(1, int(k)))]
 
 
 def _freeze_all_but(net: TriageNet, trained_layers: list[int]) -> None:
