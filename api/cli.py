@@ -89,7 +89,6 @@ def run_serve(args: argparse.Namespace) -> int:
 
 
 def run_predict(args: argparse.Namespace) -> int:
-    from data.text_normalization import normalize
     from model.loading import load_classifier
 
     rows = read_jsonl_texts(args.input)
@@ -97,7 +96,7 @@ def run_predict(args: argparse.Namespace) -> int:
         classifier, degraded = load_classifier(args.model)
     except (FileNotFoundError, ValueError) as exc:
         raise CliError(str(exc)) from exc
-    predictions = classifier.predict([normalize(row["text"]) for row in rows])
+    predictions = classifier.predict([row["text"] for row in rows])
     args.output.parent.mkdir(parents=True, exist_ok=True)
     with args.output.open("w", encoding="utf-8") as out:
         for row, prediction in zip(rows, predictions):

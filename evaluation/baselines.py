@@ -24,11 +24,8 @@ if TYPE_CHECKING:
 __all__ = ["KeywordBaseline", "TfidfLogRegBaseline"]
 
 
-class KeywordBaseline(KeywordClassifier):
-    """The keyword rules (``model.keyword_rules``) as a baseline; input texts are normalised first."""
-
-    def predict(self, texts: list[str]) -> list[TextPrediction]:
-        return super().predict([normalize(t) for t in _check_texts(texts)])
+# The keyword rules (``model.keyword_rules``) are the baseline as they are: they normalise their input.
+KeywordBaseline = KeywordClassifier
 
 
 class TfidfLogRegBaseline:

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from data.label_schema import HEADS, LABELS, LabelSchema
+from data.text_normalization import normalize
 from model.prediction import TextPrediction, one_label_distribution
 
 DEFAULT_RULES_PATH = Path(__file__).resolve().parent.parent / "data" / "keyword_rules.toml"
@@ -77,16 +78,19 @@ class KeywordRules:
 
 
 class KeywordClassifier:
-    """The rules behind the same interface as the trained model."""
+    """The rules behind the same interface as the trained model; like it, takes raw texts."""
 
     def __init__(self, rules: KeywordRules | None = None) -> None:
         self.rules = rules or KeywordRules.load()
         self.version = self.rules.version
 
     def predict(self, texts: list[str]) -> list[TextPrediction]:
+        if isinstance(texts, str):
+            raise TypeError("predict takes a list of texts, not a single string")
         results = []
         for text in texts:
-            labels = self.rules.predict(text)
+            # The cues are Simplified, half-width: match them against normalised text (idempotent).
+            labels = self.rules.predict(normalize(text))
             heads = {h: one_label_distribution(h, labels[h], RULES_CONFIDENCE) for h in HEADS}
             results.append(TextPrediction(**heads))
         return results

@@ -36,6 +36,8 @@ class TextPrediction:
 
 
 class Classifier(Protocol):
+    """Takes raw texts and normalises them itself (normalising twice changes nothing)."""
+
     version: str
 
     def predict(self, texts: list[str]) -> list[TextPrediction]: ...
