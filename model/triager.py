@@ -65,9 +65,15 @@ class TriageNet(nn.Module):
         pooled = self.dropout(pooled)
         return {name: head(pooled) for name, head in self.heads.items()}
 
-    def trained_state(self, trained_layers: list[int]) -> dict[str, torch.Tensor]:
-        prefixes = tuple(f"encoder.encoder.layer.{i}." for i in trained_layers) + ("heads.",)
-        return {k: v.detach().to(torch.float16).contiguous() for k, v in self.state_dict().items() if k.startswith(prefixes)}
+    def trained_state(self, trained_layers: list[int], dtype: torch.dtype = torch.float16) -> dict[str, torch.Tensor]:
+        """Copies of the parameters training changes (the fine-tuned layers and the heads)."""
+        prefixes = trained_prefixes(trained_layers)
+        return {k: v.detach().to(dtype).clone().contiguous() for k, v in self.state_dict().items() if k.startswith(prefixes)}
+
+
+def trained_prefixes(trained_layers: list[int]) -> tuple[str, ...]:
+    """State-dict key prefixes of the parameters that are fine-tuned and saved."""
+    return tuple(f"encoder.encoder.layer.{i}." for i in trained_layers) + ("heads.",)
 
 
 def build_net(base_folder: Path, num_layers: int, head_sizes: dict[str, int]) -> TriageNet:

@@ -21,7 +21,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from data.label_schema import HEADS, LABELS
-from model.triager import Triager, TriagerConfig, TriageNet, build_net
+from model.triager import Triager, TriagerConfig, TriageNet, build_net, trained_prefixes
 
 IGNORE = -100
 
@@ -161,7 +161,7 @@ def train(
         log(f"epoch {epoch}: loss {history[-1]['train_loss']:.4f}  eval macro-F1 " + "  ".join(f"{h} {metrics[h]:.3f}" for h in HEADS))
         if score > best_score:
             best_score, best_epoch, bad_epochs = score, epoch, 0
-            best_state = {k: v.detach().clone() for k, v in net.state_dict().items() if k.startswith(("encoder.encoder.layer.", "heads."))}
+            best_state = net.trained_state(trained_layers, dtype=torch.float32)
         else:
             bad_epochs += 1
             if bad_epochs >= config.patience:
@@ -209,7 +209,7 @@ def _epoch_pool(ds) -> list[int]:
 
 
 def _freeze_all_but(net: TriageNet, trained_layers: list[int]) -> None:
-    prefixes = tuple(f"encoder.encoder.layer.{i}." for i in trained_layers) + ("heads.",)
+    prefixes = trained_prefixes(trained_layers)
     for name, param in net.named_parameters():
         param.requires_grad = name.startswith(prefixes)
 
