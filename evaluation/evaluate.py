@@ -77,7 +77,7 @@ def run_evaluation(
     log: Callable[[str], None] = print,
 ) -> dict[str, dict]:
     from evaluation.baselines import KeywordBaseline, TfidfLogRegBaseline
-    from training.dataset_io import load_labelled
+    from training.dataset_io import load_labelled, without_texts_of
 
     ds, report = load_labelled([str(p) for p in data_paths])
     log(f"evaluating on {len(ds)} rows ({report.unusable_skipped} unusable skipped)")
@@ -85,8 +85,7 @@ def run_evaluation(
     results["keyword rules"] = evaluate_classifier(KeywordBaseline(), ds)
     if train_paths:
         train_ds, _ = load_labelled([str(p) for p in train_paths])
-        eval_texts = set(ds["text"])
-        train_ds = train_ds.filter(lambda row: row["text"] not in eval_texts)
+        train_ds, _ = without_texts_of(train_ds, ds)
         log(f"fitting the TF-IDF baseline on {len(train_ds)} rows")
         results["tf-idf + logreg"] = evaluate_classifier(TfidfLogRegBaseline().fit(train_ds), ds)
     out = Path(out_dir)

@@ -525,3 +525,15 @@ def test_team_written_files_validate():
     assert all(count > 0 for count in report.label_counts["category"].values())
     train, ev = stratified_split(ds)
     assert len(train) + len(ev) == len(ds)
+
+
+def test_without_texts_of_drops_rows_whose_text_is_held_out():
+    import datasets
+
+    from training.dataset_io import without_texts_of
+
+    train = datasets.Dataset.from_dict({"text": ["有货吗", "我的快递到哪了", "有货吗", "坏了"]})
+    held_out = datasets.Dataset.from_dict({"text": ["有货吗", "投诉"]})
+    kept, dropped = without_texts_of(train, held_out)
+    assert list(kept["text"]) == ["我的快递到哪了", "坏了"]
+    assert dropped == 2

@@ -508,6 +508,13 @@ def _stratum(category: str | None, severity: str | None, sentiment: str | None) 
     return "none"
 
 
+def without_texts_of(ds: "datasets.Dataset", held_out: "datasets.Dataset") -> tuple["datasets.Dataset", int]:
+    """``ds`` minus the rows whose normalised text also occurs in ``held_out``, and how many were dropped."""
+    held_out_texts = set(held_out["text"])
+    kept = ds.filter(lambda row: row["text"] not in held_out_texts)
+    return kept, len(ds) - len(kept)
+
+
 def stratified_split(
     ds: "datasets.Dataset", eval_fraction: float = 0.15, seed: int = 13
 ) -> tuple["datasets.Dataset", "datasets.Dataset"]:

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from data.label_schema import HEADS, LABELS
-from training.dataset_io import LoadReport, load_labelled, stratified_split
+from training.dataset_io import LoadReport, load_labelled, stratified_split, without_texts_of
 from training.trainer import TrainConfig, TrainResult, train
 
 TRAINING_INFO_NAME = "training_info.json"
@@ -52,10 +52,7 @@ def train_from_files(
     else:
         train_ds, eval_ds = stratified_split(train_ds, eval_fraction=0.15, seed=config.seed)
         log(f"no --eval file: held out a stratified 15% ({len(eval_ds)} rows) for early stopping and calibration")
-    eval_texts = set(eval_ds["text"])
-    before = len(train_ds)
-    train_ds = train_ds.filter(lambda row: row["text"] not in eval_texts)
-    overlap = before - len(train_ds)
+    train_ds, overlap = without_texts_of(train_ds, eval_ds)
     if overlap:
         log(f"dropped {overlap} training rows whose text is also in the eval data")
     version = version or f"triage-e5s-{datetime.now(timezone.utc):%Y%m%d%H%M}"
