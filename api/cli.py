@@ -56,6 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--max-steps", type=int, default=None, help="stop after this many optimiser steps (smoke runs)")
     train.add_argument("--seed", type=int, default=None)
     train.add_argument("--version", default=None, help="model version string (default: triage-e5s-<UTC timestamp>)")
+    train.add_argument("--corpus", type=Path, default=None, help="folder of unlabelled public corpora (jddc/, taobao_ecd/, online_shopping_10_cats/, waimai_10k/) to add weak-labelled rows from")
+    train.add_argument("--corpus-rows", type=int, default=3000, help="at most this many weak-labelled corpus rows (default 3000)")
     train.set_defaults(handler=run_train)
 
     evaluate = sub.add_parser("evaluate", help="measure a model and the baselines on labelled data")
@@ -146,6 +148,7 @@ def run_train(args: argparse.Namespace) -> int:
     from training.dataset_io import DataValidationError
     from training.pipeline import train_from_files
     from training.trainer import TrainConfig
+    from training.weak_labels import CorpusError
 
     overrides = {
         name: getattr(args, name)
@@ -162,8 +165,9 @@ def run_train(args: argparse.Namespace) -> int:
         raise CliError(f"--base {args.base}: not a model folder (no config.json)")
     try:
         train_from_files(args.data, args.out, eval_paths=args.eval, config=config, base_folder=args.base,
-                         version=args.version, log=lambda message: print(message, file=sys.stderr))
-    except DataValidationError as exc:
+                         version=args.version, log=lambda message: print(message, file=sys.stderr),
+                         corpus_dir=args.corpus, corpus_rows=args.corpus_rows)
+    except (DataValidationError, CorpusError) as exc:
         raise CliError(str(exc)) from exc
     return 0
 

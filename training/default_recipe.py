@@ -2,12 +2,15 @@
 
 Training data: the hand-labelled real messages of `train.jsonl` plus the team-written messages in
 `data/team_written/`. A fixed stratified 20% of `train.jsonl` (seed 13) is held out for early stopping
-and temperature calibration, so the calibration is fitted on real messages. `dev.jsonl` is never used.
+and temperature calibration, so the calibration is fitted on real messages. `dev.jsonl` is never trained
+on; with `--corpus`, weak-labelled corpus rows are added and any corpus text that is (or contains, or is
+contained in) a `dev.jsonl` text is left out.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import tempfile
 from pathlib import Path
@@ -21,6 +24,7 @@ DEFAULT_CONFIG = TrainConfig(epochs=6, lr=6e-5, num_layers=12, trained_layers=6,
 VALIDATION_FRACTION = 0.2
 # Each real hand-labelled row is seen this many times per epoch, against once for a team-written row.
 REAL_ROW_REPEAT = 1
+CORPUS_ROWS = 2000
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -29,19 +33,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("model/default"))
     parser.add_argument("--version", default="triage-e5s-default-1")
     parser.add_argument("--real-repeat", type=int, default=REAL_ROW_REPEAT, help="times each real row is seen per epoch")
+    parser.add_argument("--corpus", type=Path, default=None, help="public corpora folder: add weak-labelled rows (never a dev.jsonl text)")
+    parser.add_argument("--corpus-rows", type=int, default=CORPUS_ROWS)
+    parser.add_argument("--epochs", type=int, default=DEFAULT_CONFIG.epochs)
     args = parser.parse_args(argv)
     real = args.labeled / "train.jsonl"
     if not real.is_file():
         parser.error(f"{real}: no such file")
     rows, _ = load_labelled([str(real)])
+    dev = args.labeled / "dev.jsonl"
+    dev_texts = load_labelled([str(dev)])[0]["raw_text"] if dev.is_file() else []
+    config = dataclasses.replace(DEFAULT_CONFIG, epochs=args.epochs)
     train_part, validation_part = stratified_split(rows, eval_fraction=VALIDATION_FRACTION, seed=DEFAULT_CONFIG.seed)
     with tempfile.TemporaryDirectory() as tmp:
         train_file, validation_file = Path(tmp) / "real_train.jsonl", Path(tmp) / "real_validation.jsonl"
         _write_jsonl(train_part, train_file)
         _write_jsonl(validation_part, validation_file)
         train_from_files([train_file, *TEAM_WRITTEN], args.out, eval_paths=[validation_file],
-                         config=DEFAULT_CONFIG, version=args.version, log=lambda m: print(m, file=sys.stderr),
-                         repeat={str(train_file): args.real_repeat})
+                         config=config, version=args.version, log=lambda m: print(m, file=sys.stderr),
+                         repeat={str(train_file): args.real_repeat},
+                         corpus_dir=args.corpus, corpus_rows=args.corpus_rows, corpus_exclude=dev_texts)
     return 0
 
 

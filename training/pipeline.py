@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import json
 import platform
+import tempfile
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Sequence
 
+import datasets
+
 from data.label_schema import HEADS, LABELS
 from training.dataset_io import LoadReport, load_labelled, stratified_split, without_texts_of
 from training.trainer import TrainConfig, TrainResult, train
+from training.weak_labels import CorpusError, weak_rows, write_weak_rows
 
 TRAINING_INFO_NAME = "training_info.json"
 
@@ -25,6 +29,7 @@ class TrainingRun:
     n_train: int
     n_eval: int
     eval_overlap_dropped: int
+    weak_labels: dict | None = None
 
 
 def train_from_files(
@@ -36,8 +41,15 @@ def train_from_files(
     version: str | None = None,
     log: Callable[[str], None] = print,
     repeat: dict[str, int] | None = None,
+    corpus_dir: str | Path | None = None,
+    corpus_rows: int = 3000,
+    corpus_exclude: Sequence[str] = (),
 ) -> TrainingRun:
-    """``repeat`` maps a training file to how many times each of its rows is seen per epoch (default 1)."""
+    """``repeat`` maps a training file to how many times each of its rows is seen per epoch (default 1).
+
+    ``corpus_dir`` adds up to ``corpus_rows`` weak-labelled rows from the public corpora
+    (:mod:`training.weak_labels`), never one whose text is in the eval data or in ``corpus_exclude``.
+    """
     config = config or TrainConfig()
     out_dir = Path(out_dir)
     train_ds, train_report = load_labelled([str(p) for p in data_paths])
@@ -55,14 +67,37 @@ def train_from_files(
     train_ds, overlap = without_texts_of(train_ds, eval_ds)
     if overlap:
         log(f"dropped {overlap} training rows whose text is also in the eval data")
+    weak_summary = None
+    if corpus_dir is not None:
+        # Weak rows only ever train: never in the eval split, never a text that is labelled already.
+        held_out = [*eval_ds["raw_text"], *train_ds["raw_text"], *corpus_exclude]
+        weak_ds, weak_summary = _weak_dataset(corpus_dir, corpus_rows, held_out, config.seed)
+        log(f"weak labels from {corpus_dir}: {weak_summary['rows']} rows "
+            f"({weak_summary['held_out_dropped']} dropped as held-out or already labelled); {weak_summary['label_counts']}")
+        if "repeat" in train_ds.column_names:
+            weak_ds = weak_ds.map(lambda row: {"repeat": 1})
+        train_ds = datasets.concatenate_datasets([train_ds, weak_ds.cast(train_ds.features)])
     version = version or f"triage-e5s-{datetime.now(timezone.utc):%Y%m%d%H%M}"
     result = train(train_ds, eval_ds, config, base_folder=base_folder, version=version, log=log)
     result.triager.save(out_dir)
-    run = TrainingRun(result, out_dir, train_report, eval_report, len(train_ds), len(eval_ds), overlap)
+    run = TrainingRun(result, out_dir, train_report, eval_report, len(train_ds), len(eval_ds), overlap, weak_summary)
     write_training_info(run, config, data_paths, eval_paths)
     write_model_card(run, config, data_paths, eval_paths)
     log(f"saved model {version} to {out_dir}")
     return run
+
+
+def _weak_dataset(corpus_dir, max_rows: int, held_out: Sequence[str], seed: int):
+    if max_rows < 1:
+        raise CorpusError(f"corpus rows must be >= 1, got {max_rows}")
+    rows, summary = weak_rows(corpus_dir, max_rows, held_out, seed=seed)
+    if not rows:
+        raise CorpusError(f"{corpus_dir}: the labelling functions labelled no text")
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "weak_labelled_corpus.jsonl"
+        write_weak_rows(rows, path)
+        weak_ds, _ = load_labelled([str(path)])
+    return weak_ds.map(lambda row: {"source_file": "weak:" + str(corpus_dir)}), summary
 
 
 def write_training_info(run: TrainingRun, config: TrainConfig, data_paths, eval_paths) -> None:
@@ -76,6 +111,7 @@ def write_training_info(run: TrainingRun, config: TrainConfig, data_paths, eval_
         "eval_overlap_dropped": run.eval_overlap_dropped,
         "duplicates_dropped": run.train_report.duplicates_dropped,
         "label_counts": run.train_report.label_counts,
+        "weak_labels": run.weak_labels,
         "config": asdict(config),
         "history": run.result.history,
         "best_epoch": run.result.best_epoch,
@@ -102,6 +138,8 @@ def write_model_card(run: TrainingRun, config: TrainConfig, data_paths, eval_pat
         "## Data",
         "",
         "Training files: " + ", ".join(f"`{p}`" for p in data_paths),
+        *([f"Weak-labelled corpus rows: {run.weak_labels['rows']} (labelling functions in `training/weak_labels.py`; "
+           f"{run.weak_labels['held_out_dropped']} dropped as held-out text)"] if run.weak_labels else []),
         f"Evaluation: {', '.join(f'`{p}`' for p in eval_paths) if eval_paths else 'a stratified 15% of the training rows'}",
         f"Rows: {run.n_train} train, {run.n_eval} eval; {run.train_report.duplicates_dropped} exact duplicates dropped, "
         f"{run.eval_overlap_dropped} training rows removed because their text is in the eval data.",
