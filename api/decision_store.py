@@ -1,0 +1,483 @@
+"""Durable storage of triage decisions and agent feedback (SQLite or PostgreSQL).
+
+Usage::
+
+    store = open_store("sqlite:///var/triage/decisions.db")   # or "postgresql://user:pass@host:5432/db"
+    store.record_decision(DecisionRecord(...))
+    store.record_feedback(FeedbackRecord(id="t-1", corrections={"category": "D"}, ...))
+    for example in store.corrected_examples(): ...
+
+Every method commits before it returns, so a write acknowledged to a client survives a crash or a
+power loss. Both backends share the SQL below (written with ``?`` placeholders; the PostgreSQL
+backend turns them into ``%s``); they differ in connection handling and in the DDL.
+
+Decisions:
+
+* An upsert (a second decision for an id) replaces every field but keeps ``created_at`` and the
+  feedback already given for that id (``ON CONFLICT DO UPDATE`` updates the row in place, where
+  ``INSERT OR REPLACE`` would delete it first).
+* Timestamps are stored as the ISO-8601 text given, so a round trip returns them unchanged;
+  ``created_at`` is the store's UTC clock.
+* "Latest" and "first" feedback mean the order in which feedback was recorded (the feedback row
+  id), never a comparison of ``created_at`` strings, whose offsets may differ.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Protocol, TypeVar
+
+import psycopg
+
+from data.label_schema import HEADS
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "DecisionRecord",
+    "DecisionStore",
+    "FeedbackRecord",
+    "PostgresDecisionStore",
+    "SqliteDecisionStore",
+    "UnknownDecision",
+    "open_store",
+]
+
+SCHEMA_VERSION = 1
+BUSY_TIMEOUT_MS = 30_000
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class DecisionRecord:
+    """One triage decision. ``id`` is the unique key: recording it again replaces the decision."""
+
+    id: str
+    masked_text: str
+    raw_text: str | None
+    labels: dict[str, str]
+    scores: dict[str, dict[str, float]]
+    model_version: str
+    degraded: bool
+    received_at: str
+    decided_at: str
+
+
+@dataclass(frozen=True)
+class FeedbackRecord:
+    """An agent's corrections of a decision: head -> label code (validated by the caller)."""
+
+    id: str
+    corrections: dict[str, str]
+    agent: str | None
+    note: str | None
+    created_at: str
+
+
+class UnknownDecision(KeyError):
+    """Feedback for an id that was never triaged."""
+
+
+class DecisionStore(Protocol):
+    """What the service needs from a store; every method is thread-safe and commits before returning."""
+
+    def record_decision(self, record: DecisionRecord) -> None: ...
+
+    def record_decisions(self, records: Sequence[DecisionRecord]) -> None: ...
+
+    def record_feedback(self, record: FeedbackRecord) -> int: ...
+
+    def get_decision(self, id: str) -> DecisionRecord | None: ...
+
+    def corrected_examples(self) -> Iterator[dict]: ...
+
+    def counts(self) -> dict[str, int]: ...
+
+    def ping(self) -> bool: ...
+
+    def close(self) -> None: ...
+
+
+# --------------------------------------------------------------------------------------------
+# SQL shared by both backends
+# --------------------------------------------------------------------------------------------
+
+_DECISION_COLUMNS = (
+    "id", "masked_text", "raw_text", "labels", "scores", "model_version", "degraded", "received_at", "decided_at",
+)
+_UPSERT_DECISION = (
+    f"INSERT INTO decisions ({', '.join(_DECISION_COLUMNS)}, created_at)"
+    f" VALUES ({', '.join('?' for _ in _DECISION_COLUMNS)}, ?)"
+    " ON CONFLICT (id) DO UPDATE SET "
+    + ", ".join(f"{c} = excluded.{c}" for c in _DECISION_COLUMNS[1:])
+)
+_SELECT_DECISION = f"SELECT {', '.join(_DECISION_COLUMNS)} FROM decisions WHERE id = ?"
+_DECISION_EXISTS = "SELECT 1 FROM decisions WHERE id = ?"
+_INSERT_FEEDBACK = (
+    f"INSERT INTO feedback (decision_id, {', '.join(HEADS)}, agent, note, created_at)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id"
+)
+_FEEDBACK_WITH_DECISIONS = (
+    "SELECT d.id, d.masked_text, d.raw_text, d.labels, d.model_version, d.received_at,"
+    f" {', '.join('f.' + h for h in HEADS)}, f.agent, f.note, f.created_at"
+    " FROM feedback f JOIN decisions d ON d.id = f.decision_id ORDER BY f.id"
+)
+_COUNTS = "SELECT (SELECT COUNT(*) FROM decisions), (SELECT COUNT(*) FROM feedback)"
+
+# {id} is the backend's auto-increment primary key, {bool} its boolean type.
+_DDL = (
+    "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)",
+    # NOT NULL is explicit: SQLite lets a non-INTEGER primary key be NULL.
+    """CREATE TABLE IF NOT EXISTS decisions (
+        id TEXT NOT NULL PRIMARY KEY,
+        masked_text TEXT NOT NULL,
+        raw_text TEXT,
+        labels TEXT NOT NULL,
+        scores TEXT NOT NULL,
+        model_version TEXT NOT NULL,
+        degraded {bool} NOT NULL,
+        received_at TEXT NOT NULL,
+        decided_at TEXT NOT NULL,
+        created_at TEXT NOT NULL
+    )""",
+    """CREATE TABLE IF NOT EXISTS feedback (
+        id {id},
+        decision_id TEXT NOT NULL REFERENCES decisions (id),
+        category TEXT,
+        severity TEXT,
+        sentiment TEXT,
+        agent TEXT,
+        note TEXT,
+        created_at TEXT NOT NULL
+    )""",
+    "CREATE INDEX IF NOT EXISTS feedback_decision_id ON feedback (decision_id)",
+)
+
+
+def _utc_now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="microseconds")
+
+
+def _decision_params(record: DecisionRecord, created_at: str) -> tuple:
+    return (
+        record.id,
+        record.masked_text,
+        record.raw_text,
+        json.dumps(record.labels, ensure_ascii=False),
+        json.dumps(record.scores, ensure_ascii=False),
+        record.model_version,
+        bool(record.degraded),
+        record.received_at,
+        record.decided_at,
+        created_at,
+    )
+
+
+def _decision_from_row(row: Sequence[Any]) -> DecisionRecord:
+    id_, masked_text, raw_text, labels, scores, model_version, degraded, received_at, decided_at = row
+    return DecisionRecord(
+        id=id_,
+        masked_text=masked_text,
+        raw_text=raw_text,
+        labels=json.loads(labels),
+        scores=json.loads(scores),
+        model_version=model_version,
+        degraded=bool(degraded),
+        received_at=received_at,
+        decided_at=decided_at,
+    )
+
+
+def _merge_feedback(rows: Sequence[Sequence[Any]]) -> list[dict]:
+    """Group (decision, feedback) rows, in feedback order, into one example per decision."""
+    examples: dict[str, dict] = {}
+    for row in rows:
+        id_, masked_text, raw_text, labels, model_version, received_at = row[:6]
+        corrections = dict(zip(HEADS, row[6 : 6 + len(HEADS)]))
+        agent, note, feedback_at = row[6 + len(HEADS) :]
+        example = examples.get(id_)
+        if example is None:
+            model_labels = json.loads(labels)
+            example = examples[id_] = {
+                "id": id_,
+                "masked_text": masked_text,
+                "raw_text": raw_text,
+                "model_labels": model_labels,
+                "labels": dict(model_labels),
+                "corrected_heads": [],
+                "model_version": model_version,
+                "received_at": received_at,
+            }
+        for head, code in corrections.items():
+            if code is not None:
+                example["labels"][head] = code
+                if head not in example["corrected_heads"]:
+                    example["corrected_heads"].append(head)
+        # agent, note and feedback_at describe the latest feedback, the one whose labels win.
+        example.update(agent=agent, note=note, feedback_at=feedback_at)
+    for example in examples.values():
+        example["corrected_heads"].sort(key=HEADS.index)
+    return list(examples.values())
+
+
+class _SqlStore(ABC):
+    """The DecisionStore methods over a backend's ``_run``."""
+
+    _placeholder = "?"
+
+    @abstractmethod
+    def _run(self, work: Callable[[Any], T], write: bool) -> T:
+        """Run ``work(cursor)`` in one committed transaction (a write transaction when ``write``)
+        while holding the store's lock; roll back and re-raise when it raises."""
+
+    def _sql(self, sql: str) -> str:
+        return sql.replace("?", self._placeholder)
+
+    def record_decision(self, record: DecisionRecord) -> None:
+        """Insert or replace one decision."""
+        self.record_decisions([record])
+
+    def record_decisions(self, records: Sequence[DecisionRecord]) -> None:
+        """Insert or replace several decisions in one transaction: all of them are stored, or none."""
+        if not records:
+            return
+        created_at = _utc_now()
+        params = [_decision_params(r, created_at) for r in records]
+        self._run(lambda cur: cur.executemany(self._sql(_UPSERT_DECISION), params), write=True)
+
+    def record_feedback(self, record: FeedbackRecord) -> int:
+        """Store an agent's corrections; returns the feedback row id.
+
+        Raises UnknownDecision for an id never triaged, ValueError for a correction of an unknown head.
+        """
+        unknown = set(record.corrections) - set(HEADS)
+        if unknown:
+            raise ValueError(f"unknown heads {sorted(unknown)} in the corrections of {record.id!r}; heads are {list(HEADS)}")
+        params = (record.id, *(record.corrections.get(h) for h in HEADS), record.agent, record.note, record.created_at)
+
+        def work(cur) -> int:
+            cur.execute(self._sql(_DECISION_EXISTS), (record.id,))
+            if cur.fetchone() is None:
+                raise UnknownDecision(record.id)
+            cur.execute(self._sql(_INSERT_FEEDBACK), params)
+            return cur.fetchone()[0]
+
+        return self._run(work, write=True)
+
+    def get_decision(self, id: str) -> DecisionRecord | None:
+        """The decision stored for ``id``, or None."""
+        def work(cur):
+            cur.execute(self._sql(_SELECT_DECISION), (id,))
+            return cur.fetchone()
+
+        row = self._run(work, write=False)
+        return None if row is None else _decision_from_row(row)
+
+    def corrected_examples(self) -> Iterator[dict]:
+        """One dict per decision with feedback, in the order of their first feedback.
+
+        Keys: ``id``, ``masked_text``, ``raw_text``, ``model_labels`` (the model's labels),
+        ``labels`` (the model's labels overridden, per head, by the latest correction of that head),
+        ``corrected_heads`` (heads any agent set, even to the model's label, in schema order),
+        ``agent``, ``note`` and ``feedback_at`` (of the latest feedback), ``model_version``,
+        ``received_at``. Read in one query, so the examples are a consistent snapshot.
+        """
+        def work(cur):
+            cur.execute(_FEEDBACK_WITH_DECISIONS)
+            return cur.fetchall()
+
+        return iter(_merge_feedback(self._run(work, write=False)))
+
+    def counts(self) -> dict[str, int]:
+        """``{"decisions": n, "feedback": m}``."""
+        def work(cur):
+            cur.execute(_COUNTS)
+            return cur.fetchone()
+
+        decisions, feedback = self._run(work, write=False)
+        return {"decisions": decisions, "feedback": feedback}
+
+    def ping(self) -> bool:
+        """True when the database answers a trivial query."""
+        def work(cur):
+            cur.execute("SELECT 1")
+            return cur.fetchone()
+
+        try:
+            return self._run(work, write=False) == (1,)
+        except Exception:
+            return False
+
+    def _create_schema(self, cur, id_type: str, bool_type: str) -> None:
+        for statement in _DDL:
+            cur.execute(statement.format(id=id_type, bool=bool_type))
+        cur.execute("SELECT version FROM schema_version")
+        row = cur.fetchone()
+        if row is None:
+            cur.execute(self._sql("INSERT INTO schema_version (version) VALUES (?)"), (SCHEMA_VERSION,))
+        elif row[0] > SCHEMA_VERSION:
+            raise RuntimeError(
+                f"the database has schema version {row[0]}, newer than this code's {SCHEMA_VERSION}: upgrade the service"
+            )
+
+
+# --------------------------------------------------------------------------------------------
+# SQLite
+# --------------------------------------------------------------------------------------------
+
+
+class SqliteDecisionStore(_SqlStore):
+    """One connection guarded by a lock. Several processes may open the same file: WAL lets readers
+    run beside the one writer, and writers wait up to the busy timeout for each other."""
+
+    def __init__(self, path: str | Path):
+        self.path = str(path)
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        # isolation_level=None: no implicit transactions; _run opens and commits each one itself.
+        # timeout is SQLite's busy timeout: how long to wait for another process's write lock.
+        self._conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None, check_same_thread=False)
+        self._conn.execute("PRAGMA journal_mode = WAL")
+        # FULL, not NORMAL: in WAL mode NORMAL does not fsync the log at each commit, so the last
+        # transactions - already acknowledged to clients - can be lost on a power failure.
+        self._conn.execute("PRAGMA synchronous = FULL")
+        self._conn.execute("PRAGMA foreign_keys = ON")
+        try:
+            self._run(lambda cur: self._create_schema(cur, "INTEGER PRIMARY KEY AUTOINCREMENT", "INTEGER"), write=True)
+        except BaseException:
+            self._conn.close()
+            raise
+
+    def _run(self, work: Callable[[Any], T], write: bool) -> T:
+        with self._lock:
+            cur = self._conn.cursor()
+            # A write takes the write lock up front (IMMEDIATE): a deferred transaction that reads
+            # first and then writes fails with SQLITE_BUSY at once, without waiting, when another
+            # process wrote in between.
+            cur.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+            try:
+                result = work(cur)
+                cur.execute("COMMIT")
+            except BaseException:
+                if self._conn.in_transaction:  # some errors (disk full, I/O) already rolled back
+                    cur.execute("ROLLBACK")
+                raise
+            return result
+
+    def pragmas(self) -> dict[str, Any]:
+        """The durability settings of this store's connection (journal_mode, synchronous, busy_timeout, foreign_keys)."""
+        with self._lock:
+            return {
+                name: self._conn.execute(f"PRAGMA {name}").fetchone()[0]
+                for name in ("journal_mode", "synchronous", "busy_timeout", "foreign_keys")
+            }
+
+    def close(self) -> None:
+        """Close the connection."""
+        with self._lock:
+            self._conn.close()
+
+
+# --------------------------------------------------------------------------------------------
+# PostgreSQL
+# --------------------------------------------------------------------------------------------
+
+
+class PostgresDecisionStore(_SqlStore):
+    """One psycopg 3 connection (autocommit off, explicit commit) guarded by a lock; reconnects once
+    when the connection was dropped (server restart, idle timeout) and retries the operation.
+
+    A write whose COMMIT was sent but not acknowledged before the drop is retried too: a decision
+    upsert is idempotent; a feedback row may then be stored twice, which changes no merged label.
+    """
+
+    _placeholder = "%s"
+    _SCHEMA_LOCK_KEY = 0x7472_6961_6765  # pg_advisory_xact_lock key ("triage"): serialises schema creation
+
+    def __init__(self, url: str):
+        self._url = url
+        self._lock = threading.Lock()
+        self._conn = self._connect()
+        try:
+            self._run(self._create_pg_schema, write=True)
+        except BaseException:
+            self._conn.close()
+            raise
+
+    def _connect(self) -> psycopg.Connection:
+        return psycopg.connect(self._url, autocommit=False, connect_timeout=10)
+
+    def _create_pg_schema(self, cur) -> None:
+        # CREATE TABLE IF NOT EXISTS races with itself in PostgreSQL (duplicate key in pg_type) when
+        # several workers start at once; the advisory lock makes them take turns.
+        cur.execute("SELECT pg_advisory_xact_lock(%s)", (self._SCHEMA_LOCK_KEY,))
+        self._create_schema(cur, "BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY", "BOOLEAN")
+
+    def _run(self, work: Callable[[Any], T], write: bool) -> T:
+        with self._lock:
+            try:
+                return self._attempt(work)
+            except psycopg.OperationalError:
+                if not self._conn.broken:  # a query error, or a store closed on purpose: no retry
+                    raise
+                fresh = self._connect()
+                self._conn.close()
+                self._conn = fresh
+                return self._attempt(work)
+
+    def _attempt(self, work: Callable[[Any], T]) -> T:
+        try:
+            with self._conn.cursor() as cur:
+                result = work(cur)
+            self._conn.commit()
+            return result
+        except BaseException:
+            if not (self._conn.broken or self._conn.closed):
+                self._conn.rollback()
+            raise
+
+    def close(self) -> None:
+        """Close the connection."""
+        with self._lock:
+            self._conn.close()
+
+
+# --------------------------------------------------------------------------------------------
+# Opening a store
+# --------------------------------------------------------------------------------------------
+
+_SQLITE_PREFIX = "sqlite:///"
+_POSTGRES_PREFIXES = ("postgresql://", "postgres://")
+
+
+def open_store(url: str) -> DecisionStore:
+    """Open (creating the schema if missing) the store at ``url``.
+
+    ``sqlite:///relative/or/absolute/path.db`` (three slashes, then the path as given: ``sqlite:////abs``
+    and ``sqlite:///rel`` both work; parent folders are created), ``sqlite:///:memory:``, or
+    ``postgresql://user:pass@host:port/db`` (also ``postgres://``; query parameters such as
+    ``?sslmode=require`` are passed to libpq). Anything else raises ValueError.
+    """
+    expected = "expected sqlite:///path.db, sqlite:///:memory: or postgresql://user:pass@host:port/db"
+    if not isinstance(url, str) or "://" not in url:
+        raise ValueError(f"store URL {url!r} is not a URL: {expected}")
+    if url.startswith(_SQLITE_PREFIX):
+        path = url[len(_SQLITE_PREFIX):]
+        if not path:
+            raise ValueError(f"store URL {url!r} has no file path: {expected}")
+        return SqliteDecisionStore(path)
+    if url.startswith(_POSTGRES_PREFIXES):
+        return PostgresDecisionStore(url)
+    scheme = url.split("://", 1)[0]
+    if scheme == "sqlite":
+        raise ValueError(f"store URL {url!r} needs three slashes before the path: sqlite:///path.db")
+    # Only the scheme is shown: the rest of an unknown URL may hold a password.
+    raise ValueError(f"unsupported store URL scheme {scheme!r}: {expected}")
