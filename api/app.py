@@ -1,72 +1,182 @@
-"""The FastAPI application: thin routes over TriageService, one error shape for every failure."""
+"""The FastAPI application: thin routes over TriageService, one error shape for every failure.
 
-from __future__ import annotations
+Middleware, outermost first: request log (request id, access log, request metrics) -> API keys ->
+body limit -> FastAPI (readiness and admission are dependencies of the model-bound routes).
+"""
 
-from fastapi import Depends, FastAPI, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
-from starlette.exceptions import HTTPException as StarletteHTTPException
+# No `from __future__ import annotations`: the batch body model is built per app, and FastAPI must
+# see it as a real annotation, not a string naming a local variable.
 
-from api.schemas import ErrorResponse, TriageRequest, TriageResponse
+import logging
+import threading
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Annotated
+
+import anyio.to_thread
+from fastapi import Depends, FastAPI, Request, Response, Security
+from fastapi.concurrency import run_in_threadpool
+from fastapi.security import HTTPBearer
+
+from api.admission import Admission
+from api.auth import BearerAuthMiddleware
+from api.body_limit import BodyLimitMiddleware
+from api.decision_store import DecisionStore, open_store
+from api.errors import ApiError, install_error_handlers
+from api.metrics import TriageMetrics
+from api.request_log import RequestLogMiddleware
+from api.schemas import (
+    BatchResponse,
+    ErrorResponse,
+    FeedbackRequest,
+    FeedbackResponse,
+    LiveResponse,
+    ReadyResponse,
+    TriageRequest,
+    TriageResponse,
+    batch_request_model,
+)
 from api.settings import Settings
-from api.triage_service import InvalidInput, TriageService
+from api.triage_service import TriageService
+from data.label_schema import HEADS
 from model.prediction import Classifier
 
-ERROR_RESPONSES = {code: {"model": ErrorResponse} for code in (413, 422)}
+log = logging.getLogger("triage.app")
 
-
-def create_app(settings: Settings | None = None, classifier: Classifier | None = None) -> FastAPI:
-    settings = settings or Settings()
-    service = TriageService.from_settings(settings, classifier)
-    app = FastAPI(title="Help-desk triage", version="0.1.0")
-    app.state.service = service
-    app.state.settings = settings
-
-    @app.middleware("http")
-    async def limit_body_size(request: Request, call_next):
-        declared = request.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > settings.max_body_bytes:
-            return error_response(413, "body_too_large", f"request body over {settings.max_body_bytes} bytes")
-        return await call_next(request)
-
-    app.add_exception_handler(RequestValidationError, _validation_error)
-    app.add_exception_handler(InvalidInput, _invalid_input)
-    app.add_exception_handler(StarletteHTTPException, _http_error)
-
-    @app.post("/v1/triage", response_model=TriageResponse, responses=ERROR_RESPONSES)
-    def triage(body: TriageRequest, svc: TriageService = Depends(get_service)) -> TriageResponse:
-        return svc.triage(body)
-
-    @app.get("/livez")
-    def livez() -> dict[str, str]:
-        return {"status": "ok"}
-
-    @app.get("/readyz")
-    def readyz(svc: TriageService = Depends(get_service)) -> dict[str, str | bool]:
-        return {"status": "ready", "model_version": svc.classifier.version, "degraded": svc.degraded}
-
-    return app
+BATCH_ROUTE = "/v1/triage/batch"
+# Threads for sync routes: every admitted request may hold one while it waits for the model.
+SPARE_THREADS = 16
 
 
 def get_service(request: Request) -> TriageService:
-    return request.app.state.service
+    """The app's service once its lifespan has started; until then every route that needs it is not ready."""
+    service = getattr(request.app.state, "service", None)
+    if service is None:
+        raise ApiError(503, "not_ready", "the service is starting", headers={"Retry-After": "1"})
+    return service
 
 
-def error_response(status: int, code: str, message: str, field: str | None = None) -> JSONResponse:
-    body = ErrorResponse(error={"code": code, "message": message, "field": field})
-    return JSONResponse(status_code=status, content=body.model_dump(exclude_none=True))
+ServiceDep = Annotated[TriageService, Depends(get_service)]
 
 
-async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-    first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
-    loc = [str(part) for part in first.get("loc", ()) if part != "body"]
-    code = "malformed_json" if first.get("type") == "json_invalid" else "invalid_request"
-    return error_response(422, code, first.get("msg", "invalid request"), ".".join(loc) or None)
+def _errors(*statuses: int) -> dict:
+    return {status: {"model": ErrorResponse} for status in statuses}
 
 
-async def _invalid_input(request: Request, exc: InvalidInput) -> JSONResponse:
-    return error_response(422, exc.code, exc.message, exc.field)
+def create_app(settings: Settings | None = None, classifier: Classifier | None = None,
+               store: DecisionStore | None = None) -> FastAPI:
+    """The app. ``classifier``: serve it at once instead of loading the configured model in the
+    background; ``store``: use it instead of opening ``settings.database_url`` (the caller closes it)."""
+    settings = settings or Settings()
+    metrics = TriageMetrics()
+    admission = Admission(settings.max_concurrent_requests, settings.max_queued_requests)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        limiter = anyio.to_thread.current_default_thread_limiter()
+        limiter.total_tokens = max(limiter.total_tokens, admission.limit + SPARE_THREADS)
+        own_store = store is None
+        the_store = await run_in_threadpool(open_store, settings.database_url) if own_store else store
+        service = TriageService(settings, the_store, metrics, classifier)
+        app.state.service = service
+        if classifier is None:
+            # Serve at once (livez, readyz says not_ready) while the model loads and warms.
+            threading.Thread(target=service.load_model, name="triage-model-loader", daemon=True).start()
+        try:
+            yield
+        finally:
+            service.close()
+            if own_store:
+                the_store.close()
+            log.info("shutdown_complete")
+
+    app = FastAPI(title="Help-desk triage", version="0.2.0", lifespan=lifespan,
+                  description="Chinese help-desk triage: category, severity, sentiment, SLA deadlines, queue and reply.")
+    app.state.settings = settings
+    app.state.metrics = metrics
+    app.state.admission = admission
+    install_error_handlers(app, settings.retry_after_s, on_too_many_items=lambda: metrics.observe_rejected("too_many_items"))
+
+    # Keys are checked by BearerAuthMiddleware before the body is read; declared here so /docs offers "Authorize".
+    v1_auth = [Security(HTTPBearer(auto_error=False, description="One of TRIAGE_API_KEYS"))] if settings.api_keys else []
+    model_bound = [*v1_auth, Depends(require_ready), Depends(admit)]
+    BatchRequest = batch_request_model(settings.max_batch_items)
+
+    @app.post("/v1/triage", response_model=TriageResponse, dependencies=model_bound,
+              responses=_errors(401, 413, 422, 503), summary="Triage one message")
+    def triage(body: TriageRequest, request: Request, service: ServiceDep) -> TriageResponse:
+        response = service.triage(body)
+        _log_decisions(request, [response])
+        return response
+
+    @app.post(BATCH_ROUTE, response_model=BatchResponse, dependencies=model_bound,
+              responses=_errors(401, 413, 422, 503), summary="Triage several messages, results in order")
+    def triage_batch(body: BatchRequest, request: Request, service: ServiceDep) -> BatchResponse:
+        responses = service.triage_many(body.items)
+        _log_decisions(request, responses)
+        return BatchResponse(items=responses)
+
+    @app.post("/v1/feedback", response_model=FeedbackResponse, status_code=201, dependencies=v1_auth,
+              responses=_errors(401, 404, 413, 422, 503), summary="Record an agent's correction of a triaged message")
+    def feedback(body: FeedbackRequest, request: Request, service: ServiceDep) -> FeedbackResponse:
+        response = service.record_feedback(body)
+        request.state.log_fields.update(id=response.id, feedback_id=response.feedback_id, corrections=response.applied)
+        return response
+
+    @app.get("/livez", response_model=LiveResponse, summary="The process is up")
+    async def livez() -> LiveResponse:
+        return LiveResponse()
+
+    @app.get("/readyz", response_model=ReadyResponse, responses=_errors(503),
+             summary="Ready once the model is loaded and warmed and the store answers")
+    def readyz(request: Request) -> ReadyResponse:
+        service = get_service(request)
+        if not service.ready:
+            raise ApiError(503, "not_ready", "the model is still loading",
+                           headers={"Retry-After": str(settings.retry_after_s)})
+        if not service.storage_ok():
+            raise ApiError(503, "storage_unavailable", "the decision store does not answer",
+                           headers={"Retry-After": str(settings.retry_after_s)})
+        return ReadyResponse(model_version=service.model_version, degraded=service.degraded_reason is not None,
+                             degraded_reason=service.degraded_reason, storage=True)
+
+    @app.get("/metrics", response_class=Response, summary="Prometheus metrics")
+    async def prometheus_metrics() -> Response:
+        return Response(metrics.render(), media_type=metrics.content_type)
+
+    # add_middleware wraps: the last added is the outermost.
+    app.add_middleware(BodyLimitMiddleware, default_limit=settings.max_body_bytes,
+                       route_limits={BATCH_ROUTE: settings.max_batch_body_bytes}, on_reject=metrics.observe_rejected)
+    app.add_middleware(BearerAuthMiddleware, keys=[key.get_secret_value() for key in settings.api_keys],
+                       on_reject=metrics.observe_rejected)
+    app.add_middleware(RequestLogMiddleware, routes=app.routes, metrics=metrics)
+    return app
 
 
-async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-    return error_response(exc.status_code, "http_error", str(exc.detail))
+async def require_ready(request: Request) -> None:
+    service = get_service(request)
+    if not service.ready:
+        request.app.state.metrics.observe_rejected("not_ready")
+        raise ApiError(503, "not_ready", "the model is still loading; retry shortly",
+                       headers={"Retry-After": str(request.app.state.settings.retry_after_s)})
+
+
+async def admit(request: Request) -> AsyncIterator[None]:
+    """Hold one admission slot for the request, or refuse it at once (503 overloaded)."""
+    admission: Admission = request.app.state.admission
+    if not admission.try_enter():
+        request.app.state.metrics.observe_rejected("overloaded")
+        raise ApiError(503, "overloaded", f"{admission.limit} requests already in flight; retry later",
+                       headers={"Retry-After": str(request.app.state.settings.retry_after_s)})
+    try:
+        yield
+    finally:
+        admission.leave()
+
+
+def _log_decisions(request: Request, responses: list[TriageResponse]) -> None:
+    request.state.log_fields.update(
+        model_version=responses[0].model_version,
+        degraded=any(r.degraded for r in responses),
+        labels=[{head: getattr(r, head).label for head in HEADS} for r in responses],
+    )

@@ -1,15 +1,23 @@
-"""Service settings: every limit and path in one place, read from the environment (prefix TRIAGE_)."""
+"""Service settings: every limit and path in one place, read from the environment (prefix TRIAGE_).
+
+A bad value (``TRIAGE_MAX_BATCH_ITEMS=0``, ``TRIAGE_LOG_LEVEL=LOUD``) fails at start with pydantic's
+message naming the setting.
+"""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Annotated, Literal
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="TRIAGE_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="TRIAGE_", extra="ignore", validate_default=True)
 
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
@@ -17,9 +25,60 @@ class Settings(BaseSettings):
     sla_policy: Path | None = Field(None, description="SLA policy TOML; unset means data/sla_policy.toml.")
     reply_templates: Path | None = Field(None, description="Reply template TOML; unset means data/reply_templates.toml.")
 
+    database_url: str = Field(
+        "sqlite:///triage-data/triage.db",
+        min_length=1,
+        description="Where decisions and feedback are stored: sqlite:///path.db (relative to the working "
+        "directory) or postgresql://user:pass@host:5432/db for several replicas.",
+    )
+    store_raw_text: bool = Field(False, description="Also store the unmasked text (needed for export-feedback --unmasked).")
+
     max_text_chars: int = Field(2000, ge=1, description="Longer texts are cut to this many characters (flagged truncated).")
-    max_batch_items: int = Field(64, ge=1)
-    max_body_bytes: int = Field(64 * 1024, ge=1024)
+    max_batch_items: int = Field(64, ge=1, le=10_000, description="Items in one POST /v1/triage/batch; more is 413.")
+    max_body_bytes: int = Field(64 * 1024, ge=1024, description="Request body limit of every route but the batch route.")
+    max_batch_body_bytes: int = Field(1024 * 1024, ge=1024, description="Request body limit of POST /v1/triage/batch.")
+
+    max_concurrent_requests: int = Field(4, ge=1, le=256, description="Model-bound requests classified at the same time.")
+    max_queued_requests: int = Field(32, ge=0, le=4096, description="Model-bound requests waiting beyond those; more is 503.")
+    request_timeout_ms: int = Field(
+        5000, ge=10, le=600_000,
+        description="Time budget of the model call (queue wait included); past it the keyword rules answer (degraded).",
+    )
+    retry_after_s: int = Field(1, ge=1, le=3600, description="Retry-After sent with 503 overloaded / not_ready.")
+
+    # NoDecode: pydantic-settings would json.loads a list-typed env var; the validator accepts both forms.
+    api_keys: Annotated[list[SecretStr], NoDecode] = Field(
+        default_factory=list,
+        description="Accepted bearer keys, comma-separated or a JSON list; empty turns authentication off.",
+    )
 
     review_threshold: float = Field(0.6, ge=0.0, le=1.0, description="Top probability under this needs human review.")
     review_margin: float = Field(0.1, ge=0.0, le=1.0, description="Top two probabilities closer than this need review.")
+
+    log_level: LogLevel = "INFO"
+    graceful_shutdown_s: float = Field(30.0, ge=0.0, le=3600.0, description="On SIGTERM, wait this long for in-flight requests.")
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper_log_level(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _split_api_keys(cls, value: object) -> object:
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                value = json.loads(text)
+            else:
+                value = [part.strip() for part in text.split(",")]
+        if isinstance(value, (list, tuple)):
+            keys = [k.get_secret_value() if isinstance(k, SecretStr) else k for k in value]
+            if any(not isinstance(k, str) for k in keys):
+                raise ValueError("api keys must be strings")
+            keys = [k.strip() for k in keys if k.strip()]
+            short = [k for k in keys if len(k) < 16]
+            if short:
+                raise ValueError(f"{len(short)} api key(s) shorter than 16 characters; use long random keys")
+            return keys
+        return value

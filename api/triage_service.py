@@ -1,22 +1,53 @@
-"""One triage decision: normalise, classify, then derive SLA deadlines, queue, review flag and reply."""
+"""Triage decisions: normalise, classify, derive SLA deadlines, queue, review flag and reply, and store them.
+
+Every model call goes through :meth:`TriageService.classify` (one call per request, batches included):
+it runs the model on a bounded thread pool under the per-request time budget and answers from the
+keyword rules (``degraded``) when the model is missing, fails or runs out of time.
+"""
 
 from __future__ import annotations
 
+import logging
+import threading
 import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
+from api.decision_store import (
+    DecisionRecord,
+    DecisionStore,
+    FeedbackRecord,
+    UnknownDecision,
+)
+from api.metrics import TriageMetrics
 from api.reply_templates import ReplyTemplateLibrary
-from api.schemas import HeadResult, ReplyResult, SlaResult, TriageRequest, TriageResponse
+from api.schemas import (
+    FeedbackRequest,
+    FeedbackResponse,
+    HeadResult,
+    ReplyResult,
+    SlaResult,
+    TriageRequest,
+    TriageResponse,
+)
 from api.settings import Settings
 from api.sla_policy import SlaPolicy, parse_timestamp
 from data.label_schema import HEADS, LABELS
+from data.pii_masking import mask_pii
 from data.text_normalization import normalize_text
 from model.keyword_rules import KeywordClassifier
-from model.loading import load_classifier
 from model.prediction import Classifier, TextPrediction
 
+log = logging.getLogger("triage.service")
+
 REVIEWED_HEADS = ("category", "severity")
+# SLA arithmetic works in business days; far-off years only overflow datetime.
+EARLIEST_RECEIVED_AT = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST_RECEIVED_AT = datetime(2200, 1, 1, tzinfo=UTC)
+WARM_UP_TEXT = "您好，我的快递到哪了？"
 
 
 class InvalidInput(ValueError):
@@ -29,40 +60,171 @@ class InvalidInput(ValueError):
         self.field = field
 
 
-@dataclass
-class TriageService:
-    classifier: Classifier
-    sla_policy: SlaPolicy
-    replies: ReplyTemplateLibrary
-    settings: Settings
-    degraded: bool
+class StorageUnavailable(RuntimeError):
+    """The store did not confirm a write; the client must not take the answer as recorded (503)."""
 
-    @classmethod
-    def from_settings(cls, settings: Settings, classifier: Classifier | None = None) -> "TriageService":
-        """Build from settings; pass ``classifier`` to serve a given one (tests, embedding)."""
-        if classifier is None:
-            classifier, degraded = load_classifier(settings.model_dir)
-        else:
-            degraded = isinstance(classifier, KeywordClassifier)
-        return cls(
-            classifier=classifier,
-            sla_policy=SlaPolicy.load(settings.sla_policy),
-            replies=ReplyTemplateLibrary.load(settings.reply_templates),
-            settings=settings,
-            degraded=degraded,
-        )
+
+@dataclass(frozen=True)
+class Classification:
+    """What one :meth:`TriageService.classify` call produced, for texts in input order."""
+
+    predictions: list[TextPrediction]
+    model_version: str
+    degraded_reason: str | None  # None when the model answered
+    over_window: list[bool]  # the model saw only the start of the text (token window)
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    request: TriageRequest
+    text: str  # normalised, not cut: what is stored
+    model_text: str  # normalised and cut to max_text_chars: what the model sees
+    cut: bool
+    received_at: datetime
+
+
+class TriageService:
+    def __init__(
+        self,
+        settings: Settings,
+        store: DecisionStore,
+        metrics: TriageMetrics | None = None,
+        classifier: Classifier | None = None,
+        sla_policy: SlaPolicy | None = None,
+        replies: ReplyTemplateLibrary | None = None,
+    ) -> None:
+        """``classifier`` given: serve it at once (tests, embedding). Otherwise call :meth:`load_model`."""
+        self.settings = settings
+        self.store = store
+        self.metrics = metrics or TriageMetrics()
+        self.sla_policy = sla_policy or SlaPolicy.load(settings.sla_policy)
+        self.replies = replies or ReplyTemplateLibrary.load(settings.reply_templates)
+        self.fallback = KeywordClassifier()
+        self._executor = ThreadPoolExecutor(max_workers=settings.max_concurrent_requests, thread_name_prefix="triage-model")
+        self._model: Classifier | None = None
+        self._unavailable_reason: str | None = None
+        self._ready = threading.Event()
+        if classifier is not None:
+            self._serve(classifier, "keyword rules configured instead of a model" if isinstance(classifier, KeywordClassifier) else None)
+
+    # -- model lifecycle ---------------------------------------------------------------------
+
+    def load_model(self) -> None:
+        """Load and warm the configured model (slow: run it off the event loop). Never raises: a model
+        that cannot be loaded leaves the keyword rules serving, degraded, with the reason."""
+        try:
+            classifier, degraded = load_classifier(self.settings.model_dir)
+            if degraded:
+                self._serve(classifier, "no model found")
+                return
+            classifier.predict([WARM_UP_TEXT])
+        except Exception as exc:  # any load failure means: serve the rules, say why
+            log.exception("model_load_failed", extra={"fields": {"error": type(exc).__name__}})
+            self._serve(self.fallback, f"the model failed to load ({type(exc).__name__})")
+            return
+        self._serve(classifier, None)
+        log.info("model_ready", extra={"fields": {"model_version": classifier.version}})
+
+    def _serve(self, classifier: Classifier, unavailable_reason: str | None) -> None:
+        if isinstance(classifier, KeywordClassifier):
+            self.fallback = classifier  # rules given by the caller answer the degraded requests too
+        self._model = classifier
+        self._unavailable_reason = unavailable_reason
+        self._ready.set()
+
+    @property
+    def ready(self) -> bool:
+        return self._ready.is_set()
+
+    def wait_ready(self, timeout: float | None = None) -> bool:
+        return self._ready.wait(timeout)
+
+    @property
+    def model_version(self) -> str:
+        return self._model.version if self._model is not None else "loading"
+
+    @property
+    def degraded_reason(self) -> str | None:
+        """Why every answer is degraded (no model), or None while the model serves."""
+        return self._unavailable_reason
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    # -- the one model call --------------------------------------------------------------------
+
+    def classify(self, texts: list[str]) -> Classification:
+        """Classify normalised texts with one model call; never raises for a model failure."""
+        model = self._model
+        if model is None or self._unavailable_reason is not None:
+            return self._fallback(texts, "no_model", self._unavailable_reason or "the model is not loaded")
+        budget_ms = self.settings.request_timeout_ms
+        future = self._executor.submit(_predict, model, texts)
+        try:
+            predictions, over_window = future.result(timeout=budget_ms / 1000)
+        except FutureTimeout:
+            future.cancel()  # still queued: never runs; already running: its result is dropped
+            return self._fallback(texts, "timeout", f"the model did not answer within {budget_ms} ms")
+        except Exception as exc:  # a model failure must not become a 500
+            log.exception("model_failed", extra={"fields": {"error": type(exc).__name__}})
+            return self._fallback(texts, "model_error", f"the model failed ({type(exc).__name__})")
+        return Classification(predictions, model.version, None, over_window)
+
+    def _fallback(self, texts: list[str], reason: str, message: str) -> Classification:
+        self.metrics.observe_degraded(reason, len(texts))
+        predictions = self.fallback.predict(texts)
+        return Classification(predictions, self.fallback.version, f"degraded: {message}; answered by keyword rules",
+                              [False] * len(texts))
+
+    # -- triage --------------------------------------------------------------------------------
 
     def triage(self, request: TriageRequest, now: datetime | None = None) -> TriageResponse:
-        normalized = normalize_text(request.text, max_chars=self.settings.max_text_chars)
-        if not normalized.text:
-            raise InvalidInput("empty_text", "text is empty after normalisation (only whitespace or control characters)", "text")
-        received_at = self._received_at(request, now)
-        prediction = self.classifier.predict([normalized.text])[0]
+        return self.triage_many([request], now, field_prefix="")[0]
+
+    def triage_many(self, requests: list[TriageRequest], now: datetime | None = None,
+                    field_prefix: str = "items.{index}.") -> list[TriageResponse]:
+        """Triage in order with one model call; all are stored in one transaction, or StorageUnavailable.
+
+        Every item is validated first, so an invalid one (InvalidInput, field ``items.3.text``) leaves
+        nothing classified or stored.
+        """
+        now = now or datetime.now(UTC)
+        prepared = [self._prepare(request, now, field_prefix.format(index=i)) for i, request in enumerate(requests)]
+        result = self.classify([p.model_text for p in prepared])
+        responses = [self._decide(p, prediction, result, over)
+                     for p, prediction, over in zip(prepared, result.predictions, result.over_window)]
+        self._store(prepared, responses, result, now)
+        self.metrics.observe_decisions(responses)
+        return responses
+
+    def _prepare(self, request: TriageRequest, now: datetime, field_prefix: str) -> _Prepared:
+        full = normalize_text(request.text, max_chars=None).text
+        if not full:
+            raise InvalidInput("empty_text", "text is empty after normalisation (only whitespace or control characters)",
+                               f"{field_prefix}text")
+        cut = normalize_text(full, max_chars=self.settings.max_text_chars)
+        return _Prepared(request, full, cut.text, cut.truncated, self._received_at(request, now, field_prefix))
+
+    @staticmethod
+    def _received_at(request: TriageRequest, now: datetime, field_prefix: str) -> datetime:
+        if request.received_at is None:
+            return now
+        field = f"{field_prefix}received_at"
+        try:
+            received_at = parse_timestamp(request.received_at)
+        except ValueError as exc:
+            raise InvalidInput("invalid_timestamp", str(exc), field) from exc
+        if not EARLIEST_RECEIVED_AT <= received_at < LATEST_RECEIVED_AT:
+            raise InvalidInput("invalid_timestamp", "received_at must lie between 1970 and 2200", field)
+        return received_at
+
+    def _decide(self, item: _Prepared, prediction: TextPrediction, result: Classification, over_window: bool) -> TriageResponse:
         labels = prediction.labels()
-        reasons = self._review_reasons(prediction)
-        sla = self.sla_policy.deadlines(labels["category"], labels["severity"], received_at)
+        reasons = self._review_reasons(prediction, result.degraded_reason)
+        sla = self.sla_policy.deadlines(labels["category"], labels["severity"], item.received_at)
+        request = item.request
         reply = self.replies.suggest(
-            labels["category"], labels["severity"], labels["sentiment"], normalized.text,
+            labels["category"], labels["severity"], labels["sentiment"], item.model_text,
             slots={
                 "customer_name": request.customer_name,
                 "order_id": request.order_id,
@@ -71,29 +233,19 @@ class TriageService:
         )
         return TriageResponse(
             id=request.id or uuid.uuid4().hex,
-            model_version=self.classifier.version,
+            model_version=result.model_version,
             **{head: _head_result(head, prediction) for head in HEADS},
             needs_human_review=bool(reasons),
             review_reasons=reasons,
             sla=SlaResult(**{k: v for k, v in sla.to_dict().items() if k in SlaResult.model_fields}),
             queue=LABELS.queue_for(labels["category"], labels["severity"]),
             reply=ReplyResult(template_id=reply.template_id, text=reply.text),
-            truncated=normalized.truncated,
-            degraded=self.degraded,
+            truncated=item.cut or over_window,
+            degraded=result.degraded_reason is not None,
         )
 
-    def _received_at(self, request: TriageRequest, now: datetime | None) -> datetime:
-        if request.received_at is None:
-            return now or datetime.now(timezone.utc)
-        try:
-            return parse_timestamp(request.received_at)
-        except ValueError as exc:
-            raise InvalidInput("invalid_timestamp", str(exc), "received_at") from exc
-
-    def _review_reasons(self, prediction: TextPrediction) -> list[str]:
-        reasons = []
-        if self.degraded:
-            reasons.append("degraded: answered by keyword rules, not the model")
+    def _review_reasons(self, prediction: TextPrediction, degraded_reason: str | None) -> list[str]:
+        reasons = [degraded_reason] if degraded_reason else []
         for head in REVIEWED_HEADS:
             result = prediction.head(head)
             if result.confidence < self.settings.review_threshold:
@@ -103,6 +255,77 @@ class TriageService:
         if prediction.severity.label == "critical":
             reasons.append("critical_severity")
         return reasons
+
+    def _store(self, prepared: list[_Prepared], responses: list[TriageResponse], result: Classification, now: datetime) -> None:
+        decided_at = datetime.now(UTC).isoformat()
+        records = [
+            DecisionRecord(
+                id=response.id,
+                masked_text=mask_pii(item.text),
+                raw_text=item.text if self.settings.store_raw_text else None,
+                labels=prediction.labels(),
+                scores={head: dict(prediction.head(head).scores) for head in HEADS},
+                model_version=response.model_version,
+                degraded=response.degraded,
+                received_at=item.received_at.isoformat(),
+                decided_at=decided_at,
+            )
+            for item, response, prediction in zip(prepared, responses, result.predictions)
+        ]
+        _write(lambda: self.store.record_decisions(records), "record_decisions")
+
+    # -- feedback ------------------------------------------------------------------------------
+
+    def record_feedback(self, request: FeedbackRequest) -> FeedbackResponse:
+        """Store an agent's correction. Raises InvalidInput (nothing to correct), UnknownDecision, StorageUnavailable."""
+        corrections = request.corrections()
+        if not corrections:
+            raise InvalidInput("no_correction", f"give at least one of {', '.join(HEADS)}")
+        record = FeedbackRecord(id=request.id, corrections=corrections, agent=request.agent, note=request.note,
+                                created_at=datetime.now(UTC).isoformat())
+        feedback_id = _write(lambda: self.store.record_feedback(record), "record_feedback")
+        return FeedbackResponse(feedback_id=feedback_id, id=request.id, applied=corrections)
+
+    def storage_ok(self) -> bool:
+        try:
+            return bool(self.store.ping())
+        except Exception:  # noqa: BLE001
+            return False
+
+
+def load_classifier(model_dir):
+    """model.loading.load_classifier, imported on first use: torch and transformers take seconds to
+    import, which a service given its classifier (tests, the keyword rules) never needs."""
+    from model.loading import load_classifier as load
+
+    return load(model_dir)
+
+
+def _predict(model: Classifier, texts: list[str]) -> tuple[list[TextPrediction], list[bool]]:
+    predictions = model.predict(texts)
+    if len(predictions) != len(texts):
+        raise RuntimeError(f"the model returned {len(predictions)} predictions for {len(texts)} texts")
+    return predictions, _over_window(model, texts)
+
+
+def _over_window(model: Classifier, texts: list[str]) -> list[bool]:
+    # The transformer cuts at its token window (128 tokens for the embedded model); the Classifier
+    # protocol has no window, so ask the models that expose one.
+    count = getattr(model, "token_count", None)
+    window = getattr(getattr(model, "config", None), "max_length", None)
+    if not callable(count) or not isinstance(window, int):
+        return [False] * len(texts)
+    return [count(text) > window for text in texts]
+
+
+def _write(work: Callable, what: str):
+    try:
+        return work()
+    except UnknownDecision:
+        raise
+    except Exception as exc:  # any store failure: the write is not confirmed
+        log.error("storage_write_failed", extra={"fields": {"operation": what, "error": type(exc).__name__}})
+        raise StorageUnavailable(what) from exc
 
 
 def _chinese_time(moment: datetime) -> str:

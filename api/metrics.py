@@ -1,0 +1,58 @@
+"""Prometheus metrics of one app, in a registry of its own (several apps may live in one process)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+)
+
+from api.schemas import TriageResponse
+from data.label_schema import HEADS
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+
+class TriageMetrics:
+    content_type = CONTENT_TYPE_LATEST
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter("triage_requests", "HTTP requests by route template and status.", ["route", "status"], registry=r)
+        self.latency = Histogram("triage_request_seconds", "HTTP request latency by route template.", ["route"],
+                                 buckets=LATENCY_BUCKETS, registry=r)
+        self.predictions = Counter("triage_predictions", "Labels given, per head.", ["head", "label"], registry=r)
+        self.triaged = Counter("triage_triaged", "Messages triaged (single and batch items).", registry=r)
+        self.review = Counter("triage_review", "Triaged messages flagged needs_human_review "
+                              "(review rate = triage_review_total / triage_triaged_total).", registry=r)
+        self.degraded = Counter("triage_degraded", "Answers from the keyword rules instead of the model, by reason "
+                                "(timeout, model_error, no_model).", ["reason"], registry=r)
+        self.rejected = Counter("triage_rejected", "Requests refused before any work, by reason "
+                                "(overloaded, too_large, too_many_items, unauthorized, not_ready).", ["reason"], registry=r)
+
+    def observe_request(self, route: str, status: int, seconds: float) -> None:
+        self.requests.labels(route=route, status=str(status)).inc()
+        self.latency.labels(route=route).observe(seconds)
+
+    def observe_decisions(self, responses: Iterable[TriageResponse]) -> None:
+        for response in responses:
+            self.triaged.inc()
+            if response.needs_human_review:
+                self.review.inc()
+            for head in HEADS:
+                self.predictions.labels(head=head, label=getattr(response, head).label).inc()
+
+    def observe_degraded(self, reason: str, count: int = 1) -> None:
+        self.degraded.labels(reason=reason).inc(count)
+
+    def observe_rejected(self, reason: str) -> None:
+        self.rejected.labels(reason=reason).inc()
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
