@@ -1,7 +1,17 @@
-"""Offline routing evaluation: a classifier and its baselines on the same labelled rows.
+"""Offline routing evaluation: a classifier, its baselines and optionally a second model on the same rows.
 
-Writes ``metrics.json`` (the model; shape fixed for analysts' tooling), ``baselines.json`` and
-``report.md`` with the headline table.
+``run_evaluation`` (behind ``triage evaluate``) writes to the output folder:
+
+* ``metrics.json`` — the model: ``n``, ``model_version``, per head ``accuracy``, ``macro_f1``,
+  ``weighted_f1``, ``labels``, ``per_label``, ``confusion``, ``ece``, ``kappa``, ``reliability``;
+  ``routing`` (D / critical recall and precision), ``routing_impact`` (under/over-triage, cost),
+  ``coverage`` (review threshold vs accuracy), ``slices`` (with ``--slice-by``), ``data``;
+* ``baselines.json`` — the same for the keyword rules and (with training data) TF-IDF + LogReg;
+* ``comparison.json`` — with a second model: its metrics and the paired statistics per head;
+* ``report.md`` + ``plots/*.png`` and ``report.html`` (the same report, images embedded).
+
+Each step lives in its own module: ``predictions`` (run a classifier in chunks), ``metrics``,
+``routing_impact``, ``significance``, ``slices``, ``worst_errors``, ``plots``, ``report``.
 """
 
 from __future__ import annotations
@@ -12,61 +22,127 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from data.label_schema import HEADS, LABELS
-from evaluation.metrics import binary_recall_precision, head_metrics
+from data.label_schema import HEADS
+from evaluation import plots
+from evaluation.metrics import binary_recall_precision, head_metrics, reliability_bins
+from evaluation.predictions import Predictions, predict_rows
+from evaluation.report import HEADLINE_COLUMNS, build_blocks, headline_rows, to_html, to_markdown
+from evaluation.routing_impact import COVERAGE_TARGET, RoutingCosts, coverage_report, routing_impact
+from evaluation.significance import ALPHA, DEFAULT_RESAMPLES, DEFAULT_SEED, compare_head, verdict
+from evaluation.slices import SMALL_SLICE, check_slice_column, check_slice_name, slice_metrics
+from evaluation.worst_errors import worst_errors
 from model.prediction import Classifier
 
-HEADLINE_COLUMNS = (
-    ("category macro-F1", lambda m: m["category"]["macro_f1"]),
-    ("D recall", lambda m: m["routing"]["D_recall"]),
-    ("D precision", lambda m: m["routing"]["D_precision"]),
-    ("severity F1 (low/med/high)", lambda m: m["routing"]["severity_f1_low_medium_high"]),
-    ("critical recall", lambda m: m["routing"]["critical_recall"]),
-    ("sentiment macro-F1", lambda m: m["sentiment"]["macro_f1"]),
-    ("category ECE", lambda m: m["category"]["ece"]),
-)
+__all__ = [
+    "HEADLINE_COLUMNS",
+    "OUTPUT_FILES",
+    "evaluate_classifier",
+    "headline_table",
+    "metrics_from_predictions",
+    "routing_table",
+    "run_evaluation",
+]
+
+OUTPUT_FILES = ("metrics.json", "baselines.json", "comparison.json", "report.md", "report.html")
 
 
-def evaluate_classifier(classifier: Classifier, ds) -> dict:
-    """Metrics per head over the rows that carry that head's label (``ds`` from ``load_labelled``)."""
-    predictions = classifier.predict(list(ds["text"]))
-    result: dict = {"n": len(ds), "model_version": classifier.version}
+# --------------------------------------------------------------------------------------------
+# Metrics of one classifier
+# --------------------------------------------------------------------------------------------
+
+
+def _truth(ds) -> dict[str, list[str | None]]:
+    return {head: list(ds[head]) for head in HEADS}
+
+
+def metrics_from_predictions(
+    predictions: Predictions,
+    costs: RoutingCosts,
+    slice_values: Sequence[str | None] | None = None,
+    slice_column: str | None = None,
+) -> dict:
+    """Every figure of one classifier (see the module docstring for the keys)."""
+    result: dict = {"n": predictions.n, "model_version": predictions.version}
     for head in HEADS:
-        keep = [i for i, label in enumerate(ds[head]) if label is not None]
-        codes = LABELS.codes(head)
-        result[head] = head_metrics(
-            [ds[head][i] for i in keep],
-            [predictions[i].head(head).label for i in keep],
-            codes,
-            probs=[[predictions[i].head(head).scores[c] for c in codes] for i in keep],
-        )
-    result["routing"] = _routing_figures(ds, predictions, result)
+        out = predictions.head(head)
+        keep = out.labelled
+        if keep.size == 0:
+            result[head] = None  # no row carries this head's label
+            continue
+        true = out.true_labelled()
+        probs = out.probs[keep]
+        result[head] = head_metrics(true, out.pred_labelled(), out.labels, probs=probs)
+        result[head]["reliability"] = reliability_bins(true, probs, out.labels)
+    result["routing"] = _routing_figures(predictions, result)
+    truth = {head: predictions.head(head).true for head in HEADS}
+    predicted = {head: predictions.head(head).pred for head in HEADS}
+    result["routing_impact"] = routing_impact(truth, predicted, costs)
+    category = predictions.head("category")
+    result["coverage"] = (
+        coverage_report(category.confidence[category.labelled], category.correct(), COVERAGE_TARGET)
+        if category.labelled.size
+        else None
+    )
+    if slice_values is not None:
+        result["slices"] = {"column": slice_column, "min_n": SMALL_SLICE, "rows": slice_metrics(slice_values, predictions)}
     return result
 
 
-def _routing_figures(ds, predictions, result: dict) -> dict:
-    figures = {}
-    for head, positive, name in (("category", "D", "D"), ("severity", "critical", "critical")):
-        keep = [i for i, label in enumerate(ds[head]) if label is not None]
-        recall, precision, support = binary_recall_precision(
-            [ds[head][i] for i in keep], [predictions[i].head(head).label for i in keep], positive
-        )
-        figures.update({f"{name}_recall": recall, f"{name}_precision": precision, f"{name}_support": support})
-    per_label = result["severity"]["per_label"]
-    figures["severity_f1_low_medium_high"] = float(np.mean([per_label[k]["f1"] for k in ("low", "medium", "high")]))
+def _routing_figures(predictions: Predictions, result: dict) -> dict:
+    figures: dict = {}
+    for head, positive in (("category", "D"), ("severity", "critical")):
+        out = predictions.head(head)
+        if out.labelled.size == 0:
+            figures.update({f"{positive}_recall": None, f"{positive}_precision": None, f"{positive}_support": 0})
+            continue
+        recall, precision, support = binary_recall_precision(out.true_labelled(), out.pred_labelled(), positive)
+        figures.update({f"{positive}_recall": recall, f"{positive}_precision": precision, f"{positive}_support": support})
+    severity = result.get("severity")
+    figures["severity_f1_low_medium_high"] = (
+        float(np.mean([severity["per_label"][k]["f1"] for k in ("low", "medium", "high")])) if severity else None
+    )
     return figures
+
+
+def evaluate_classifier(classifier: Classifier, ds, costs: RoutingCosts | None = None, progress: bool | None = None) -> dict:
+    """Metrics per head over the rows that carry that head's label (``ds`` from ``load_labelled``)."""
+    predictions = predict_rows(classifier, list(ds["text"]), _truth(ds), progress=progress)
+    return metrics_from_predictions(predictions, costs or RoutingCosts.load())
+
+
+# --------------------------------------------------------------------------------------------
+# Tables for the console
+# --------------------------------------------------------------------------------------------
 
 
 def headline_table(results: dict[str, dict]) -> str:
     header = "| model | " + " | ".join(name for name, _ in HEADLINE_COLUMNS) + " |"
     lines = [header, "|---" * (len(HEADLINE_COLUMNS) + 1) + "|"]
-    for name, metrics in results.items():
-        cells = []
-        for _, getter in HEADLINE_COLUMNS:
-            value = getter(metrics)
-            cells.append("–" if value is None else f"{value:.3f}")
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    lines += ["| " + " | ".join(row) + " |" for row in headline_rows(results)]
     return "\n".join(lines)
+
+
+def routing_table(results: dict[str, dict]) -> str:
+    lines = [
+        "| model | D under-triage | D over-triage | critical under-triage | critical over-triage | cost / row"
+        f" | threshold for {COVERAGE_TARGET:.0%} coverage | accuracy there |",
+        "|---" * 8 + "|",
+    ]
+    for name, m in results.items():
+        r, cov = m["routing_impact"], m["coverage"]
+        at = cov["at_target"] if cov else None
+        lines.append(
+            f"| {name} | {r['category']['under_triage']} of {r['category']['true_escalations']}"
+            f" | {r['category']['over_triage']} | {r['severity']['under_triage']} of {r['severity']['true_escalations']}"
+            f" | {r['severity']['over_triage']} | {r['cost_per_row']:.3f}"
+            + (f" | {at['threshold']:.3f} | {at['accuracy']:.3f} |" if at else " | – | – |")
+        )
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------------------
+# The whole run
+# --------------------------------------------------------------------------------------------
 
 
 def run_evaluation(
@@ -75,49 +151,144 @@ def run_evaluation(
     out_dir: str | Path,
     train_paths: Sequence[str | Path] = (),
     log: Callable[[str], None] = print,
+    *,
+    compare: Classifier | None = None,
+    slice_by: str | None = None,
+    costs_path: str | Path | None = None,
+    n_bootstrap: int = DEFAULT_RESAMPLES,
+    seed: int = DEFAULT_SEED,
+    progress: bool | None = None,
 ) -> dict[str, dict]:
+    """Evaluate ``classifier`` (and ``compare``, and the baselines) on ``data_paths``; write the report.
+
+    Raises ``DataValidationError`` (bad data files), ``CostMatrixError`` (bad ``costs_path``) or
+    ``SliceColumnError`` (no row has the ``slice_by`` field) before anything is written.
+    Returns ``{name: metrics}``: the model first, then the comparison model, then the baselines.
+    """
     from evaluation.baselines import KeywordBaseline, TfidfLogRegBaseline
     from training.dataset_io import load_labelled, without_texts_of
 
-    ds, report = load_labelled([str(p) for p in data_paths])
-    log(f"evaluating on {len(ds)} rows ({report.unusable_skipped} unusable skipped)")
-    results = {f"model {classifier.version}": evaluate_classifier(classifier, ds)}
-    results["keyword rules"] = evaluate_classifier(KeywordBaseline(), ds)
+    if isinstance(n_bootstrap, bool) or not isinstance(n_bootstrap, int) or n_bootstrap < 1:
+        raise ValueError(f"n_bootstrap must be a positive integer, got {n_bootstrap!r}")
+    costs = RoutingCosts.load(costs_path)
+    if slice_by is not None:
+        check_slice_name(slice_by)
+    data_files = [str(p) for p in data_paths]
+    ds, load_report = load_labelled(data_files, keep_columns=[slice_by] if slice_by else ())
+    slice_values = list(ds[slice_by]) if slice_by else None
+    if slice_by:
+        check_slice_column(slice_by, slice_values, data_files)
+    train_ds = None
+    train_overlap = 0
     if train_paths:
         train_ds, _ = load_labelled([str(p) for p in train_paths])
-        train_ds, _ = without_texts_of(train_ds, ds)
+        train_ds, train_overlap = without_texts_of(train_ds, ds)
+    log(f"evaluating on {len(ds)} rows ({load_report.unusable_skipped} unusable skipped)")
+
+    texts, truth = list(ds["text"]), _truth(ds)
+    main = f"model {classifier.version}"
+    runs: dict[str, Predictions] = {main: predict_rows(classifier, texts, truth, progress=progress, desc=main)}
+    compare_name = None
+    if compare is not None:
+        compare_name = f"compare {compare.version}"
+        runs[compare_name] = predict_rows(compare, texts, truth, progress=progress, desc=compare_name)
+    runs["keyword rules"] = predict_rows(KeywordBaseline(), texts, truth, progress=False)
+    if train_ds is not None:
         log(f"fitting the TF-IDF baseline on {len(train_ds)} rows")
-        results["tf-idf + logreg"] = evaluate_classifier(TfidfLogRegBaseline().fit(train_ds), ds)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    model_metrics = next(iter(results.values()))
-    (out / "metrics.json").write_text(json.dumps(model_metrics, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
-    baselines = {k: v for k, v in results.items() if not k.startswith("model ")}
-    (out / "baselines.json").write_text(json.dumps(baselines, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
-    table = headline_table(results)
-    (out / "report.md").write_text(_report(data_paths, len(ds), results, table), encoding="utf-8")
-    log(table)
+        runs["tf-idf + logreg"] = predict_rows(TfidfLogRegBaseline().fit(train_ds), texts, truth, progress=False)
+    results = {name: metrics_from_predictions(p, costs, slice_values, slice_by) for name, p in runs.items()}
+    data_info = {"files": data_files, "unusable_skipped": load_report.unusable_skipped,
+                 "duplicates_dropped": load_report.duplicates_dropped}
+    for metrics in results.values():
+        metrics["data"] = data_info
+
+    comparison = None
+    if compare_name is not None:
+        comparison = _compare(runs[main], runs[compare_name], main, compare_name, n_bootstrap, seed)
+        comparison["compare_metrics"] = results[compare_name]
+
+    where = [f"{Path(f).name}:{r}" for f, r in zip(ds["source_file"], ds["source_row"])]
+    raw_texts = list(ds["raw_text"])
+    worst = {head: worst_errors(raw_texts, runs[main], head, where=where) for head in ("category", "severity")}
+
+    images = _plots(main, results)
+    ctx = {
+        "data_files": data_files,
+        "n": len(ds),
+        "unusable_skipped": load_report.unusable_skipped,
+        "duplicates_dropped": load_report.duplicates_dropped,
+        "main": main,
+        "compare": compare_name,
+        "results": results,
+        "train_files": [str(p) for p in train_paths],
+        "train_rows": len(train_ds) if train_ds is not None else None,
+        "train_overlap": train_overlap,
+        "costs": costs,
+        "comparison": comparison,
+        "slices": results[main].get("slices"),
+        "worst_errors": worst,
+    }
+    blocks = build_blocks(ctx)
+    _write(Path(out_dir), results, main, compare_name, comparison, to_markdown(blocks), to_html(blocks, images), images)
+
+    log(headline_table(results))
+    log("")
+    log(routing_table(results))
+    if comparison:
+        for sentence in comparison["sentences"]:
+            log(sentence)
+    log(f"report: {Path(out_dir) / 'report.html'}")
     return results
 
 
-def _report(data_paths, n: int, results: dict[str, dict], table: str) -> str:
-    lines = [
-        "# Routing evaluation",
-        "",
-        f"Data: {', '.join(f'`{p}`' for p in data_paths)} ({n} rows).",
-        "",
-        table,
-        "",
-    ]
-    for name, metrics in results.items():
-        lines += [f"## {name}", ""]
-        for head in HEADS:
-            m = metrics[head]
-            lines.append(f"**{head}** — accuracy {m['accuracy']:.3f}, macro-F1 {m['macro_f1']:.3f}, weighted-F1 {m['weighted_f1']:.3f}")
-            lines.append("")
-            lines.append("| label | precision | recall | F1 | support |")
-            lines.append("|---|---|---|---|---|")
-            for label, row in m["per_label"].items():
-                lines.append(f"| {label} | {row['precision']:.3f} | {row['recall']:.3f} | {row['f1']:.3f} | {row['support']} |")
-            lines.append("")
-    return "\n".join(lines) + "\n"
+def _compare(a: Predictions, b: Predictions, name_a: str, name_b: str, n_resamples: int, seed: int) -> dict:
+    heads, sentences = {}, []
+    for head in HEADS:
+        out_a, out_b = a.head(head), b.head(head)
+        keep = out_a.labelled
+        if keep.size == 0:
+            continue
+        result = compare_head(
+            out_a.true_labelled(), out_a.pred_labelled(), out_b.pred_labelled(), out_a.labels,
+            n_resamples=n_resamples, seed=seed, alpha=ALPHA,
+        )
+        heads[head] = result
+        sentences.append(verdict(head, result, name_a, name_b))
+    return {"model": name_a, "compare": name_b, "heads": heads, "sentences": sentences}
+
+
+def _plots(main: str, results: dict[str, dict]) -> dict[str, bytes]:
+    m = results[main]
+    images: dict[str, bytes] = {}
+    for head in HEADS:
+        h = m[head]
+        if h is None:
+            continue
+        images[f"confusion_{head}.png"] = plots.confusion_png(h["confusion"], h["labels"], f"{main}: {head}")
+        images[f"reliability_{head}.png"] = plots.reliability_png(h["reliability"], f"{main}: {head}", h["ece"])
+    curves = {name: r["coverage"] for name, r in results.items() if r["coverage"]}
+    if main in curves:
+        images["coverage.png"] = plots.coverage_png(curves, main)
+    return images
+
+
+def _dump(path: Path, value) -> None:
+    path.write_text(json.dumps(value, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+
+
+def _write(out: Path, results, main, compare_name, comparison, markdown: str, page: str, images: dict[str, bytes]) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    plot_dir = out / "plots"
+    plot_dir.mkdir(exist_ok=True)
+    for old in plot_dir.glob("*.png"):  # a previous run's figures (e.g. a head this data lacks)
+        old.unlink()
+    for name, data in images.items():
+        (plot_dir / name).write_bytes(data)
+    _dump(out / "metrics.json", results[main])
+    _dump(out / "baselines.json", {k: v for k, v in results.items() if k not in (main, compare_name)})
+    if comparison is not None:
+        _dump(out / "comparison.json", comparison)
+    elif (out / "comparison.json").exists():
+        (out / "comparison.json").unlink()  # from a previous run with --compare: it would mislead
+    (out / "report.md").write_text(markdown, encoding="utf-8")
+    (out / "report.html").write_text(page, encoding="utf-8")

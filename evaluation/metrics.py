@@ -38,6 +38,8 @@ __all__ = [
     "confusion_matrix",
     "expected_calibration_error",
     "head_metrics",
+    "label_indices",
+    "macro_f1_rows",
     "reliability_bins",
 ]
 
@@ -231,6 +233,41 @@ def binary_recall_precision(y_true: Sequence[str], y_pred: Sequence[str], positi
     recall = tp / support if support else 0.0
     precision = tp / int(p.sum()) if p.any() else 0.0
     return float(recall), float(precision), support
+
+
+def label_indices(values: Sequence[str], labels: Sequence[str], name: str = "labels") -> np.ndarray:
+    """``values`` as indices into ``labels`` (int64 array); ValueError for a value not in ``labels``."""
+    labels = _check_labels(labels)
+    values = _as_list(values, name)
+    unknown = sorted({repr(v) for v in values if v not in set(labels)})
+    if unknown:
+        raise ValueError(f"{name} holds values not in labels {labels}: {', '.join(unknown[:10])}")
+    return _indices(values, labels)
+
+
+def macro_f1_rows(t: np.ndarray, p: np.ndarray, k: int) -> np.ndarray:
+    """Macro F1 of each row of two equal-shape 2-D index arrays (many resamples at once).
+
+    ``t[r]`` / ``p[r]`` are the true / predicted label indices (0..k-1) of resample ``r``. Same
+    convention as :func:`head_metrics` (average over the labels occurring in the row's truth or
+    predictions, zero_division=0), computed from one bincount instead of a loop over resamples.
+    """
+    t = np.asarray(t, dtype=np.int64)
+    p = np.asarray(p, dtype=np.int64)
+    if t.ndim != 2 or t.shape != p.shape:
+        raise ValueError(f"t and p must be 2-D arrays of one shape, got {t.shape} and {p.shape}")
+    if t.shape[1] == 0:
+        raise ValueError("no samples: the rows are empty")
+    if t.size and (min(t.min(), p.min()) < 0 or max(t.max(), p.max()) >= k):
+        raise ValueError(f"label indices must lie in 0..{k - 1}")
+    r = t.shape[0]
+    offsets = (np.arange(r, dtype=np.int64) * k * k)[:, None]
+    cm = np.bincount((offsets + t * k + p).ravel(), minlength=r * k * k).reshape(r, k, k)
+    tp = np.diagonal(cm, axis1=1, axis2=2).astype(float)
+    support_plus_predicted = cm.sum(axis=2) + cm.sum(axis=1)
+    f1 = _safe_div(2 * tp, support_plus_predicted)
+    present = support_plus_predicted > 0
+    return (f1 * present).sum(axis=1) / present.sum(axis=1)
 
 
 # --------------------------------------------------------------------------------------------

@@ -13,6 +13,8 @@ from evaluation.metrics import (
     confusion_matrix,
     expected_calibration_error,
     head_metrics,
+    label_indices,
+    macro_f1_rows,
     reliability_bins,
 )
 
@@ -311,3 +313,43 @@ def test_matches_sklearn_on_random_data(seed):
             ece += in_bin.mean() * abs(correct[in_bin].mean() - conf[in_bin].mean())
     assert m["ece"] == pytest.approx(ece)
     assert sum(b["count"] for b in reliability_bins(y_true, probs, labels)) == n
+
+
+# ---------------------------------------------------------------------------------------------
+# Macro F1 of many resamples at once (used by the bootstrap and the permutation test)
+# ---------------------------------------------------------------------------------------------
+
+
+def test_macro_f1_rows_hand_computed():
+    # row 0: the 3-class example above, macro F1 68/135
+    # row 1: true A A B, pred A C B over labels A B C D: (2/3 + 1 + 0) / 3 = 5/9 (D absent from both)
+    # row 2: perfect -> 1.0; row 3: all wrong between A and B -> (0 + 0) / 2 = 0
+    t = [label_indices(Y_TRUE, ABC), label_indices(list("AAB"), list("ABCD")),
+         label_indices(list("ABCA"), ABC), label_indices(list("AABB"), ABC)]
+    p = [label_indices(Y_PRED, ABC), label_indices(list("ACB"), list("ABCD")),
+         label_indices(list("ABCA"), ABC), label_indices(list("BBAA"), ABC)]
+    assert macro_f1_rows(t[0][None, :], p[0][None, :], 3)[0] == pytest.approx(68 / 135)
+    assert macro_f1_rows(t[1][None, :], p[1][None, :], 4)[0] == pytest.approx(5 / 9)
+    both = macro_f1_rows(np.stack([t[2], t[3]]), np.stack([p[2], p[3]]), 3)
+    assert both.tolist() == [1.0, 0.0]
+
+
+def test_macro_f1_rows_matches_head_metrics_on_random_resamples():
+    rng = np.random.default_rng(11)
+    labels = ["low", "medium", "high", "critical"]
+    t = rng.integers(0, 4, size=(50, 23))
+    p = np.where(rng.random((50, 23)) < 0.6, t, rng.integers(0, 4, size=(50, 23)))
+    got = macro_f1_rows(t, p, 4)
+    for r in range(50):
+        expected = head_metrics([labels[i] for i in t[r]], [labels[i] for i in p[r]], labels)["macro_f1"]
+        assert got[r] == pytest.approx(expected)
+
+
+def test_macro_f1_rows_and_label_indices_validation():
+    assert label_indices(list("CAB"), ABC).tolist() == [2, 0, 1]
+    with pytest.raises(ValueError, match="not in labels"):
+        label_indices(["A", None], ABC)
+    with pytest.raises(ValueError, match="2-D"):
+        macro_f1_rows(np.zeros(3, dtype=int), np.zeros(3, dtype=int), 3)
+    with pytest.raises(ValueError, match="0..2"):
+        macro_f1_rows(np.array([[0, 3]]), np.array([[0, 1]]), 3)

@@ -64,7 +64,7 @@ import json
 import math
 import random
 from collections import Counter, defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
@@ -301,6 +301,7 @@ class _Row:
     source_file: str
     source_row: int
     origin: dict[str, tuple[str, int]]  # head -> (file, row) its label came from (for conflict messages)
+    extra: dict[str, str | None] = field(default_factory=dict)  # the ``keep_columns`` values
 
 
 def _validate_record(
@@ -365,7 +366,7 @@ def output_features() -> "datasets.Features":
 
 
 def load_labelled(
-    paths: Sequence[str | Path], *, require_any_label: bool = True
+    paths: Sequence[str | Path], *, require_any_label: bool = True, keep_columns: Sequence[str] = ()
 ) -> tuple["datasets.Dataset", LoadReport]:
     """Read, validate and de-duplicate labelled rows from JSONL / CSV files (see the module doc).
 
@@ -375,10 +376,18 @@ def load_labelled(
     ``sentiment_id`` (index in ``LABELS.codes(head)``, :data:`IGNORE_INDEX` when missing), in file
     order; and a :class:`LoadReport`.
 
+    ``keep_columns`` (e.g. ``["source"]``, for evaluation slices): extra input fields carried into
+    the Dataset as string columns after the others. A value that is absent, null or empty /
+    whitespace-only is None; a string is stripped; any other JSON value is written as JSON
+    (``3``, ``true``). A de-duplicated row keeps the values of its first occurrence. A name that is
+    already an output column (``text``, ``category``, ``source_row`` ...) or ``usable`` is a
+    ValueError.
+
     Raises :class:`DataValidationError` listing every problem of every file at once.
     """
     import datasets
 
+    keep_columns = _check_keep_columns(keep_columns)
     if isinstance(paths, (str, Path)):
         paths = [paths]
     problems: list[str] = []
@@ -444,7 +453,8 @@ def load_labelled(
             first_index = by_text.get(text)
             if first_index is None:
                 by_text[text] = len(rows)
-                rows.append(_Row(text, raw_text, labels, name, number, {h: (name, number) for h in HEADS}))
+                extra = {c: _extra_value(record.get(c)) for c in keep_columns}
+                rows.append(_Row(text, raw_text, labels, name, number, {h: (name, number) for h in HEADS}, extra))
                 continue
             first = rows[first_index]
             clashes = [h for h in HEADS if labels[h] is not None and first.labels[h] is not None and labels[h] != first.labels[h]]
@@ -470,9 +480,14 @@ def load_labelled(
 
     label_counts = {head: {code: 0 for code in LABELS.codes(head)} for head in HEADS}
     missing = {head: 0 for head in HEADS}
-    columns: dict[str, list] = {name: [] for name in output_features()}
+    features = output_features()
+    for column in keep_columns:
+        features[column] = datasets.Value("string")
+    columns: dict[str, list] = {name: [] for name in features}
     codes = {head: {code: i for i, code in enumerate(LABELS.codes(head))} for head in HEADS}
     for row in rows:
+        for column in keep_columns:
+            columns[column].append(row.extra[column])
         columns["text"].append(row.text)
         columns["raw_text"].append(row.raw_text)
         columns["source_file"].append(row.source_file)
@@ -485,7 +500,7 @@ def load_labelled(
                 missing[head] += 1
             else:
                 label_counts[head][code] += 1
-    ds = datasets.Dataset.from_dict(columns, features=output_features())
+    ds = datasets.Dataset.from_dict(columns, features=features)
     report = LoadReport(
         files=names,
         rows_read=rows_read,
@@ -496,6 +511,30 @@ def load_labelled(
         missing_label_counts=missing,
     )
     return ds, report
+
+
+def _check_keep_columns(keep_columns: Sequence[str]) -> tuple[str, ...]:
+    if isinstance(keep_columns, str):
+        keep_columns = [keep_columns]
+    names = tuple(keep_columns)
+    reserved = set(output_features()) | {"usable"}
+    for name in names:
+        if not isinstance(name, str) or not name.strip():
+            raise ValueError(f"keep_columns: column names must be non-empty strings, got {name!r}")
+        if name in reserved:
+            raise ValueError(f"keep_columns: {name!r} is already a column of the dataset (or 'usable')")
+    if len(set(names)) != len(names):
+        raise ValueError(f"keep_columns repeats a name: {list(names)}")
+    return names
+
+
+def _extra_value(value: Any) -> str | None:
+    """A ``keep_columns`` value as a string; None when absent, null or blank."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return value.strip() or None
+    return json.dumps(value, ensure_ascii=False)
 
 
 def _stratum(category: str | None, severity: str | None, sentiment: str | None) -> str:

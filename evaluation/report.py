@@ -1,0 +1,469 @@
+"""The evaluation report: one list of blocks rendered twice, as Markdown and as self-contained HTML.
+
+:func:`build_blocks` turns the evaluation results (see ``evaluation.evaluate``) into headings,
+paragraphs, tables and images; :func:`to_markdown` writes them with images referenced as
+``plots/<name>.png`` beside the report; :func:`to_html` writes one file with inline CSS and every
+image embedded as a ``data:image/png;base64,…`` URI, every piece of text HTML-escaped.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from data.label_schema import HEADS
+
+__all__ = [
+    "HEADLINE_COLUMNS",
+    "Heading",
+    "Image",
+    "Paragraph",
+    "Table",
+    "build_blocks",
+    "headline_rows",
+    "to_html",
+    "to_markdown",
+]
+
+def _head_value(head: str, key: str) -> Callable[[dict], float | None]:
+    return lambda m: None if m[head] is None else m[head][key]  # None: no row has this head's label
+
+
+def _routing_value(key: str) -> Callable[[dict], float | None]:
+    # D / critical recall is None when no true D / critical row exists (a 0.0 would look like a failure)
+    support = {"D_recall": "D_support", "critical_recall": "critical_support"}.get(key)
+    return lambda m: None if support and not m["routing"][support] else m["routing"][key]
+
+
+HEADLINE_COLUMNS: tuple[tuple[str, Callable[[dict], float | None]], ...] = (
+    ("category macro-F1", _head_value("category", "macro_f1")),
+    ("D recall", _routing_value("D_recall")),
+    ("D precision", _routing_value("D_precision")),
+    ("severity F1 (low/med/high)", _routing_value("severity_f1_low_medium_high")),
+    ("critical recall", _routing_value("critical_recall")),
+    ("sentiment macro-F1", _head_value("sentiment", "macro_f1")),
+    ("category ECE", _head_value("category", "ece")),
+)
+
+PLOTS_DIR = "plots"
+
+
+# --------------------------------------------------------------------------------------------
+# Blocks
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Heading:
+    text: str
+    level: int = 2
+    anchor: str | None = None
+
+
+@dataclass(frozen=True)
+class Paragraph:
+    text: str
+    note: bool = False  # a caveat, shown muted
+
+
+@dataclass(frozen=True)
+class Table:
+    header: Sequence[str]
+    rows: Sequence[Sequence[str]]
+    flagged: Sequence[bool] = field(default_factory=tuple)  # rows shown muted (e.g. small slices)
+    wide_columns: Sequence[int] = field(default_factory=tuple)  # columns holding free text
+
+
+@dataclass(frozen=True)
+class Image:
+    name: str  # file name under plots/
+    alt: str
+
+
+Block = Heading | Paragraph | Table | Image
+
+
+def fmt(value: float | None, digits: int = 3) -> str:
+    return "–" if value is None else f"{value:.{digits}f}"
+
+
+def pct(value: float | None) -> str:
+    return "–" if value is None else f"{value * 100:.1f}%"
+
+
+def headline_rows(results: Mapping[str, dict]) -> list[list[str]]:
+    return [[name] + [fmt(getter(m)) for _, getter in HEADLINE_COLUMNS] for name, m in results.items()]
+
+
+# --------------------------------------------------------------------------------------------
+# Content
+# --------------------------------------------------------------------------------------------
+
+
+def build_blocks(ctx: Mapping) -> list[Block]:
+    """The report's content from the evaluation context assembled by ``evaluation.evaluate``."""
+    results: Mapping[str, dict] = ctx["results"]
+    main = ctx["main"]
+    blocks: list[Block] = [Heading("Routing evaluation", 1)]
+    blocks += _summary(ctx)
+    blocks += [
+        Heading("Headline", 2, "headline"),
+        Table(["classifier"] + [name for name, _ in HEADLINE_COLUMNS], headline_rows(results)),
+        Paragraph(
+            "Severity F1 (low/med/high) is the mean F1 of those three labels; critical is reported on its"
+            " own because it is rare. ECE: expected calibration error of the category probabilities"
+            " (10 bins; lower is better)."
+        ),
+    ]
+    if ctx.get("comparison"):
+        blocks += _comparison_section(ctx["comparison"])
+    blocks += _routing_section(ctx)
+    if results[main]["coverage"] is not None:
+        blocks += _coverage_section(ctx)
+    blocks += _heads_section(main, results[main], ctx)
+    if ctx.get("slices"):
+        blocks += _slices_section(ctx["slices"], main)
+    blocks += _worst_errors_section(ctx["worst_errors"], main)
+    blocks += _other_classifiers_section(main, results)
+    return blocks
+
+
+def _summary(ctx: Mapping) -> list[Block]:
+    files = ", ".join(ctx["data_files"])
+    lines = [
+        Paragraph(
+            f"Data: {files}: {ctx['n']} rows evaluated ({ctx['unusable_skipped']} marked unusable skipped,"
+            f" {ctx['duplicates_dropped']} duplicates dropped). A row without a label for a head is left out"
+            " of that head's figures only."
+        ),
+        Paragraph(f"Model: {results_version(ctx, ctx['main'])} (row \"{ctx['main']}\" in the tables)."),
+    ]
+    if ctx.get("compare"):
+        lines.append(Paragraph(f"Compared with: {results_version(ctx, ctx['compare'])} from --compare"
+                               f" (row \"{ctx['compare']}\")."))
+    if ctx.get("train_files"):
+        lines.append(
+            Paragraph(
+                f"TF-IDF baseline fitted on {', '.join(ctx['train_files'])} ({ctx['train_rows']} rows after"
+                f" removing {ctx['train_overlap']} whose text is among the evaluated rows)."
+            )
+        )
+    else:
+        lines.append(Paragraph("No --train data: the TF-IDF + logistic-regression baseline was not fitted.", note=True))
+    return lines
+
+
+def results_version(ctx: Mapping, name: str) -> str:
+    return ctx["results"][name]["model_version"]
+
+
+def _routing_section(ctx: Mapping) -> list[Block]:
+    results = ctx["results"]
+    costs = ctx["costs"]
+    rows = []
+    for name, m in results.items():
+        r = m["routing_impact"]
+        c, s = r["category"], r["severity"]
+        rows.append([
+            name,
+            f"{c['under_triage']} of {c['true_escalations']}",
+            str(c["over_triage"]),
+            f"{s['under_triage']} of {s['true_escalations']}",
+            str(s["over_triage"]),
+            fmt(c["cost"], 1),
+            fmt(s["cost"], 1),
+            fmt(r["total_cost"], 1),
+            fmt(r["cost_per_row"], 3),
+        ])
+    blocks: list[Block] = [
+        Heading("Routing impact", 2, "routing"),
+        Paragraph(
+            "Under-triage: a true D (complaint) routed to A/B/C, or a true critical ticket given a lower"
+            " severity: the escalation is missed. Over-triage: D or critical predicted for a ticket that is"
+            " not. Cost: the SLA-weighted cost of every wrong label from the cost matrix below (1 = one"
+            " re-route), summed over category and severity; cost / row divides by all evaluated rows."
+        ),
+        Table(
+            ["classifier", "D under-triage", "D over-triage", "critical under-triage", "critical over-triage",
+             "category cost", "severity cost", "total cost", "cost / row"],
+            rows,
+        ),
+        Paragraph(f"Cost matrix: {costs.source} (rows: true label, columns: predicted label)."),
+    ]
+    for head in ("category", "severity"):
+        labels = list(costs.matrices[head])
+        blocks.append(
+            Table(
+                [f"{head}: true \\ predicted"] + labels,
+                [[t] + [f"{costs.matrices[head][t][p]:g}" for p in labels] for t in labels],
+            )
+        )
+    return blocks
+
+
+def _coverage_section(ctx: Mapping) -> list[Block]:
+    results = ctx["results"]
+    main = ctx["main"]
+    target = results[main]["coverage"]["at_target"]["target"]
+    at = results[main]["coverage"]["at_target"]
+    rows = []
+    for name, m in results.items():
+        cov = m["coverage"]
+        if cov is None:
+            continue
+        a = cov["at_target"]
+        rows.append([name, fmt(a["threshold"]), f"{pct(a['coverage'])} ({a['n_covered']} of {cov['n']})",
+                     pct(a["accuracy"]), pct(cov["accuracy_all"])])
+    curve_rows = [
+        [f"{p['threshold']:.2f}", str(p["n_covered"]), pct(p["coverage"]), pct(p["accuracy"])]
+        for p in results[main]["coverage"]["curve"]
+    ]
+    return [
+        Heading("Human review threshold: coverage vs accuracy", 2, "coverage"),
+        Paragraph(
+            "A ticket is routed automatically when its category confidence (top probability) is at least the"
+            " threshold, otherwise it goes to human review. Coverage: the share routed automatically;"
+            " accuracy: category accuracy on those tickets."
+        ),
+        Paragraph(
+            f"{main}: to auto-route {target:.0%} of tickets, set the threshold to {at['threshold']:.3f}; that"
+            f" routes {pct(at['coverage'])} automatically with {pct(at['accuracy'])} category accuracy"
+            f" (all tickets: {pct(results[main]['coverage']['accuracy_all'])})."
+        ),
+        Table(["classifier", f"threshold for {target:.0%} coverage", "coverage there", "accuracy there",
+               "accuracy, no review"], rows),
+        Image("coverage.png", "coverage and accuracy against the review threshold"),
+        Table(["threshold", "auto-routed", "coverage", "accuracy"], curve_rows),
+        Paragraph("The keyword rules report a fixed confidence of 0.5, so a threshold sends all or none of"
+                  " their answers to review.", note=True),
+    ]
+
+
+def _per_label_table(m: dict) -> Table:
+    return Table(
+        ["label", "precision", "recall", "F1", "support"],
+        [[label, fmt(r["precision"]), fmt(r["recall"]), fmt(r["f1"]), str(r["support"])] for label, r in m["per_label"].items()],
+    )
+
+
+def _head_summary(head: str, m: dict) -> str:
+    return (
+        f"{head} ({m['n']} labelled rows): accuracy {fmt(m['accuracy'])}, macro-F1 {fmt(m['macro_f1'])},"
+        f" weighted-F1 {fmt(m['weighted_f1'])}, Cohen's kappa {fmt(m['kappa'])}, ECE {fmt(m['ece'])}."
+    )
+
+
+def _heads_section(main: str, m: dict, ctx: Mapping) -> list[Block]:
+    blocks: list[Block] = [Heading(f"Per head: {main}", 2, "heads")]
+    for head in HEADS:
+        h = m[head]
+        if h is None:
+            blocks += [Heading(head, 3, f"head-{head}"), Paragraph(f"No evaluated row has a {head} label.", note=True)]
+            continue
+        blocks += [
+            Heading(head, 3, f"head-{head}"),
+            Paragraph(_head_summary(head, h)),
+            _per_label_table(h),
+            Image(f"confusion_{head}.png", f"{head} confusion matrix"),
+            Image(f"reliability_{head}.png", f"{head} reliability diagram"),
+        ]
+        small = [label for label, r in h["per_label"].items() if 0 < r["support"] < 10]
+        if small:
+            blocks.append(Paragraph(f"Fewer than 10 true rows for {', '.join(small)}: their figures are noisy.", note=True))
+    return blocks
+
+
+def _comparison_section(comp: Mapping) -> list[Block]:
+    rows = []
+    for head, r in comp["heads"].items():
+        rows.append([
+            head, str(r["n"]), fmt(r["macro_f1_a"]), fmt(r["macro_f1_b"]), f"{r['difference']:+.3f}",
+            f"[{r['ci_low']:+.3f}, {r['ci_high']:+.3f}]", fmt(r["permutation_p"]),
+            f"{pct(r['accuracy_a'])} vs {pct(r['accuracy_b'])}",
+            f"{r['a_right_b_wrong']} / {r['a_wrong_b_right']}", fmt(r["mcnemar_p"]),
+        ])
+    any_head = next(iter(comp["heads"].values()))
+    return [
+        Heading(f"Comparison: {comp['model']} vs {comp['compare']}", 2, "comparison"),
+        *[Paragraph(sentence) for sentence in comp["sentences"]],
+        Table(
+            ["head", "rows", "macro-F1 model", "macro-F1 compare", "difference", "95% CI (bootstrap)",
+             "permutation p", "accuracy", "only model right / only compare right", "McNemar p"],
+            rows,
+        ),
+        Paragraph(
+            f"Difference = model − compare. CI: paired bootstrap over rows, {any_head['n_resamples']} resamples,"
+            f" seed {any_head['seed']}. Permutation p: paired approximate-randomisation test on the macro-F1"
+            f" difference ({any_head['n_resamples']} random swaps, two-sided). McNemar p: exact binomial test on"
+            " the rows exactly one of the two models gets right. Significance is decided by the permutation test."
+        ),
+    ]
+
+
+def _slices_section(slices: Mapping, main: str) -> list[Block]:
+    rows, flagged = [], []
+    for s in slices["rows"]:
+        d = "–" if s["D_recall"] is None else f"{s['D_recall']:.3f} ({s['D_support']})"
+        rows.append([
+            s["value"], str(s["n"]), fmt(s["category_macro_f1"]), pct(s["category_accuracy"]), d,
+            fmt(s["sentiment_macro_f1"]), f"small (n < {slices['min_n']})" if s["small"] else "",
+        ])
+        flagged.append(s["small"])
+    return [
+        Heading(f"Slices by {slices['column']}", 2, "slices"),
+        Paragraph(f"{main} on the rows of each {slices['column']} value, largest first. D recall shows the number"
+                  " of true D rows in brackets."),
+        Table([slices["column"], "rows", "category macro-F1", "category accuracy", "D recall (true D)",
+               "sentiment macro-F1", "note"], rows, flagged=flagged, wide_columns=(0,)),
+    ]
+
+
+def _worst_errors_section(worst: Mapping[str, list], main: str) -> list[Block]:
+    blocks: list[Block] = [
+        Heading("Worst errors", 2, "errors"),
+        Paragraph(f"The rows {main} got wrong with the highest confidence, most confident first. Texts are"
+                  " PII-masked (phone, ID-card, e-mail, bank-card and order numbers)."),
+    ]
+    for head, rows in worst.items():
+        others = [h for h in HEADS if h != head]
+        blocks.append(Heading(f"{head}: {len(rows)} most confident errors", 3, f"errors-{head}"))
+        if not rows:
+            blocks.append(Paragraph(f"No {head} errors."))
+            continue
+        blocks.append(
+            Table(
+                ["#", "file:row", "text (masked)", "true", "predicted", "confidence"] + [f"{h} true → pred" for h in others],
+                [[str(k + 1), r["where"], r["text"], r["true"], r["pred"], fmt(r["confidence"])] + [r["other"][h] for h in others]
+                 for k, r in enumerate(rows)],
+                wide_columns=(2,),
+            )
+        )
+    return blocks
+
+
+def _other_classifiers_section(main: str, results: Mapping[str, dict]) -> list[Block]:
+    others = [name for name in results if name != main]
+    if not others:
+        return []
+    blocks: list[Block] = [Heading("Other classifiers, per head", 2, "others")]
+    for name in others:
+        blocks.append(Heading(name, 3))
+        for head in HEADS:
+            if results[name][head] is not None:
+                blocks += [Paragraph(_head_summary(head, results[name][head])), _per_label_table(results[name][head])]
+    return blocks
+
+
+# --------------------------------------------------------------------------------------------
+# Markdown
+# --------------------------------------------------------------------------------------------
+
+_MD_SPECIAL = re.compile(r"([\\`*_|])")
+
+
+def _md_cell(text: str) -> str:
+    text = " ".join(str(text).split())  # no newlines inside a table row
+    text = _MD_SPECIAL.sub(r"\\\1", text)
+    return text.replace("<", "&lt;").replace(">", "&gt;")
+
+
+def _md_text(text: str) -> str:
+    return _md_cell(text)
+
+
+def to_markdown(blocks: Sequence[Block]) -> str:
+    out: list[str] = []
+    for block in blocks:
+        if isinstance(block, Heading):
+            out += ["#" * block.level + " " + _md_text(block.text), ""]
+        elif isinstance(block, Paragraph):
+            text = _md_text(block.text)
+            out += [f"> {text}" if block.note else text, ""]
+        elif isinstance(block, Table):
+            out.append("| " + " | ".join(_md_cell(h) for h in block.header) + " |")
+            out.append("|" + "---|" * len(block.header))
+            out += ["| " + " | ".join(_md_cell(c) for c in row) + " |" for row in block.rows]
+            out.append("")
+        elif isinstance(block, Image):
+            out += [f"![{_md_cell(block.alt)}]({PLOTS_DIR}/{block.name})", ""]
+        else:  # pragma: no cover - exhaustive
+            raise TypeError(f"unknown block {block!r}")
+    return "\n".join(out).rstrip() + "\n"
+
+
+# --------------------------------------------------------------------------------------------
+# HTML
+# --------------------------------------------------------------------------------------------
+
+_CSS = """
+body { font-family: -apple-system, "Segoe UI", "Noto Sans CJK SC", "Microsoft YaHei", sans-serif;
+       margin: 2em auto; max-width: 1200px; padding: 0 1em; color: #222; line-height: 1.45; }
+h1 { border-bottom: 2px solid #4c78a8; padding-bottom: .2em; }
+h2 { margin-top: 2em; border-bottom: 1px solid #ccc; padding-bottom: .15em; }
+table { border-collapse: collapse; margin: .6em 0 1em; font-size: 14px; }
+th, td { border: 1px solid #ccc; padding: 3px 8px; vertical-align: top; }
+th { background: #eef3f8; text-align: left; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
+td.wide { max-width: 520px; }
+td:first-child { white-space: nowrap; }
+tr.flagged td { color: #888; font-style: italic; }
+tr:nth-child(even) td { background: #fafafa; }
+p.note { color: #666; font-size: 13px; border-left: 3px solid #ddd; padding-left: .6em; }
+img { max-width: 100%; margin: .4em 1em .4em 0; vertical-align: top; }
+nav { background: #f5f7fa; padding: .5em 1em; border: 1px solid #e0e6ee; }
+nav a { margin-right: 1.2em; }
+"""
+
+_NUMERIC = re.compile(r"^[-+]?(\d+(\.\d+)?%?|–)( of \d+)?( \(\d+( of \d+)?\))?$|^\[[-+0-9., ]+\]$")
+
+
+def _td(text: str, wide: bool) -> str:
+    classes = []
+    if _NUMERIC.match(str(text)):
+        classes.append("num")
+    if wide:
+        classes.append("wide")
+    attr = f' class="{" ".join(classes)}"' if classes else ""
+    return f"<td{attr}>{html.escape(str(text))}</td>"
+
+
+def to_html(blocks: Sequence[Block], images: Mapping[str, bytes], title: str = "Routing evaluation") -> str:
+    """One self-contained HTML page; ``images`` maps each :class:`Image` name to its PNG bytes."""
+    nav = [f'<a href="#{html.escape(b.anchor)}">{html.escape(b.text)}</a>' for b in blocks
+           if isinstance(b, Heading) and b.level == 2 and b.anchor]
+    body: list[str] = []
+    first_h2 = True
+    for block in blocks:
+        if isinstance(block, Heading):
+            if block.level == 2 and first_h2 and nav:
+                body.append("<nav>" + "".join(nav) + "</nav>")
+                first_h2 = False
+            anchor = f' id="{html.escape(block.anchor)}"' if block.anchor else ""
+            body.append(f"<h{block.level}{anchor}>{html.escape(block.text)}</h{block.level}>")
+        elif isinstance(block, Paragraph):
+            cls = ' class="note"' if block.note else ""
+            body.append(f"<p{cls}>{html.escape(block.text)}</p>")
+        elif isinstance(block, Table):
+            parts = ["<table>", "<thead><tr>" + "".join(f"<th>{html.escape(str(h))}</th>" for h in block.header) + "</tr></thead>", "<tbody>"]
+            for i, row in enumerate(block.rows):
+                flagged = i < len(block.flagged) and block.flagged[i]
+                tr = '<tr class="flagged">' if flagged else "<tr>"
+                parts.append(tr + "".join(_td(c, j in block.wide_columns) for j, c in enumerate(row)) + "</tr>")
+            parts.append("</tbody></table>")
+            body.append("\n".join(parts))
+        elif isinstance(block, Image):
+            if block.name not in images:
+                raise KeyError(f"no PNG for image {block.name!r}")
+            data = base64.b64encode(images[block.name]).decode("ascii")
+            body.append(f'<img src="data:image/png;base64,{data}" alt="{html.escape(block.alt)}">')
+        else:  # pragma: no cover - exhaustive
+            raise TypeError(f"unknown block {block!r}")
+    return (
+        "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
+        f"<title>{html.escape(title)}</title>\n<style>{_CSS}</style>\n</head>\n<body>\n"
+        + "\n".join(body)
+        + "\n</body>\n</html>\n"
+    )
