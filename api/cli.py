@@ -35,6 +35,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
     serve.set_defaults(handler=run_serve)
 
+    export = sub.add_parser("export-feedback", help="write agent-corrected decisions as training JSONL")
+    export.add_argument("--out", type=Path, required=True, help="JSONL file to write (replaced atomically)")
+    export.add_argument("--database-url", default=None, help="decision store URL (default: TRIAGE_DATABASE_URL, sqlite:///triage-data/triage.db)")
+    export.add_argument("--unmasked", action="store_true", help="export raw text (needs TRIAGE_STORE_RAW_TEXT=true when triaged); default: PII masked")
+    export.set_defaults(handler=run_export_feedback)
+
     predict = sub.add_parser("predict", help="tag every message of a JSONL file")
     predict.add_argument("--input", type=Path, required=True, help="JSONL with a 'text' field per line")
     predict.add_argument("--output", type=Path, required=True, help="JSONL written with the input fields plus labels")
@@ -60,11 +66,15 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--corpus-rows", type=int, default=3000, help="at most this many weak-labelled corpus rows (default 3000)")
     train.set_defaults(handler=run_train)
 
-    evaluate = sub.add_parser("evaluate", help="measure a model and the baselines on labelled data")
-    evaluate.add_argument("--data", type=Path, action="append", required=True, help="labelled JSONL/CSV (repeatable)")
+    evaluate = sub.add_parser("evaluate", help="measure a model and the baselines on labelled data; write a report")
+    evaluate.add_argument("--data", type=Path, action="append", required=True, help="labelled JSONL/CSV (repeatable): text + any of category/severity/sentiment; rows with usable=false are skipped")
     evaluate.add_argument("--model", type=Path, default=None, help="model folder (default: the embedded model)")
-    evaluate.add_argument("--out", type=Path, required=True, help="folder for metrics.json, baselines.json, report.md")
-    evaluate.add_argument("--train", type=Path, action="append", default=[], help="training data for the TF-IDF baseline")
+    evaluate.add_argument("--out", type=Path, required=True, help="report folder: metrics.json, baselines.json, comparison.json, report.md, report.html, plots/ (created; a previous report there is overwritten)")
+    evaluate.add_argument("--train", type=Path, action="append", default=[], help="training data for the TF-IDF baseline (repeatable; without it that baseline is skipped)")
+    evaluate.add_argument("--compare", type=Path, default=None, metavar="DIR2", help="a second model folder: evaluated on the same rows, with bootstrap CIs and paired significance tests")
+    evaluate.add_argument("--slice-by", default=None, metavar="COLUMN", help="report figures per value of this field of the data rows (e.g. source, channel)")
+    evaluate.add_argument("--costs", type=Path, default=None, metavar="FILE", help="routing cost matrix TOML (default: data/routing_costs.toml)")
+    evaluate.add_argument("--bootstrap", type=int, default=1000, metavar="N", help="bootstrap resamples and permutation-test swaps for --compare (default 1000, fixed seed)")
     evaluate.set_defaults(handler=run_evaluate)
     return parser
 
@@ -72,9 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
 def run_serve(args: argparse.Namespace) -> int:
     import os
 
-    import uvicorn
-
-    from api.settings import Settings
+    from api.server import run_server
 
     if args.workers < 1:
         raise CliError("--workers must be at least 1")
@@ -83,11 +91,55 @@ def run_serve(args: argparse.Namespace) -> int:
             raise CliError(f"--model {args.model}: no such folder")
         # The app is built from the environment in each worker process, so the choice travels there.
         os.environ["TRIAGE_MODEL_DIR"] = str(args.model.resolve())
-    settings = Settings()
-    host = args.host or settings.host
-    port = args.port or settings.port
-    uvicorn.run("api.main:app", host=host, port=port, workers=args.workers)
+    settings = load_settings()
+    run_server("api.main:app", settings, host=args.host, port=args.port, workers=args.workers)
     return 0
+
+
+def run_export_feedback(args: argparse.Namespace) -> int:
+    from api.decision_store import open_store
+    from api.feedback_export import export_feedback
+
+    url = args.database_url or load_settings().database_url
+    shown = redact_url(url)
+    if url.startswith("sqlite:///") and url != "sqlite:///:memory:" and not Path(url[len("sqlite:///"):]).is_file():
+        raise CliError(f"no database at {shown}")
+    try:
+        store = open_store(url)
+    except ValueError as exc:
+        raise CliError(str(exc)) from exc
+    except Exception as exc:  # driver errors (unreachable server, bad file) as one line
+        raise CliError(f"cannot open {shown}: {type(exc).__name__}: {' '.join(str(exc).split())}") from exc
+    try:
+        count = export_feedback(store, args.out, mask_pii=not args.unmasked)
+    except (ValueError, OSError) as exc:
+        raise CliError(str(exc)) from exc
+    finally:
+        store.close()
+    print(f"wrote {count} corrected examples to {args.out}")
+    return 0
+
+
+def load_settings():
+    """Settings from the environment; a bad TRIAGE_* value is a one-line CliError naming the variable."""
+    from pydantic import ValidationError
+
+    from api.settings import Settings
+
+    try:
+        return Settings()
+    except ValidationError as exc:
+        problems = "; ".join(f"TRIAGE_{'.'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in exc.errors())
+        raise CliError(f"invalid settings: {problems}") from exc
+
+
+def redact_url(url: str) -> str:
+    """The URL with any password replaced by ***, for messages."""
+    scheme, sep, rest = url.partition("://")
+    credentials, at, host = rest.rpartition("@")
+    if not sep or not at or ":" not in credentials:
+        return url
+    return f"{scheme}://{credentials.split(':', 1)[0]}:***@{host}"
 
 
 def run_predict(args: argparse.Namespace) -> int:
@@ -174,13 +226,29 @@ def run_train(args: argparse.Namespace) -> int:
 
 def run_evaluate(args: argparse.Namespace) -> int:
     from evaluation.evaluate import run_evaluation
+    from evaluation.routing_impact import CostMatrixError, RoutingCosts
+    from evaluation.slices import SliceColumnError, check_slice_name
     from model.loading import load_classifier
     from training.dataset_io import DataValidationError
 
+    if args.bootstrap < 1:
+        raise CliError(f"--bootstrap must be a positive number of resamples, got {args.bootstrap}")
+    if args.out.exists() and not args.out.is_dir():
+        raise CliError(f"--out {args.out}: exists and is not a folder")
     try:
+        RoutingCosts.load(args.costs)  # a bad cost file or slice name fails before any model is loaded
+        if args.slice_by is not None:
+            check_slice_name(args.slice_by)
         classifier, _ = load_classifier(args.model)
-        run_evaluation(classifier, args.data, args.out, train_paths=args.train, log=lambda m: print(m, file=sys.stderr))
-    except (DataValidationError, FileNotFoundError) as exc:
+        compare = None
+        if args.compare is not None:
+            try:
+                compare, _ = load_classifier(args.compare)
+            except (FileNotFoundError, ValueError) as exc:
+                raise CliError(f"--compare {args.compare}: {exc}") from exc
+        run_evaluation(classifier, args.data, args.out, train_paths=args.train, log=lambda m: print(m, file=sys.stderr),
+                       compare=compare, slice_by=args.slice_by, costs_path=args.costs, n_bootstrap=args.bootstrap)
+    except (DataValidationError, FileNotFoundError, CostMatrixError, SliceColumnError) as exc:
         raise CliError(str(exc)) from exc
     return 0
 
