@@ -50,6 +50,11 @@ def install_error_handlers(app: FastAPI, retry_after_s: int, on_too_many_items: 
             on_too_many_items()
             return error_response(413, "too_many_items", message, field)
         code = _VALIDATION_CODES.get(first.get("type", ""), "invalid_request")
+        if code == "malformed_json":
+            # pydantic's loc here is the character offset into the body, not a field.
+            position = field
+            field = None
+            message = f"the body is not valid JSON ({first.get('ctx', {}).get('error', message)} at character {position})"
         return error_response(422, code, message, field)
 
     async def invalid_input(request: Request, exc: InvalidInput) -> JSONResponse:

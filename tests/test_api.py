@@ -204,6 +204,9 @@ def test_bad_requests_get_422_with_stable_shape(http, payload, code, field):
 def test_malformed_json_is_422(http):
     r = http.post("/v1/triage", content=b'{"text": "abc"', headers={"content-type": "application/json"})
     assert_error(r, 422, "malformed_json")
+    error = r.json()["error"]
+    assert "field" not in error  # pydantic's location is a character offset, not a field
+    assert "at character 14" in error["message"]
 
 
 def test_body_over_limit_is_413(http):
