@@ -1,10 +1,11 @@
 """Reproduce the embedded default model: `python -m training.default_recipe --labeled ../shared/data/labeled`.
 
-Training data: the hand-labelled real messages of `train.jsonl` plus the team-written messages in
-`data/team_written/`. A fixed stratified 20% of `train.jsonl` (seed 13) is held out for early stopping
-and temperature calibration, so the calibration is fitted on real messages. `dev.jsonl` is never trained
-on; with `--corpus`, weak-labelled corpus rows are added and any corpus text that is (or contains, or is
-contained in) a `dev.jsonl` text is left out.
+Training data: the hand-labelled real messages of `train.jsonl` and of the training part of `dev.jsonl`
+(the fixed split of `training/dev_split.py`; the held-out part, listed in `data/dev_holdout_ids.txt`, is
+never trained on) plus the team-written messages in `data/team_written/`. A fixed stratified 20% of those
+real rows (seed 13) is held out for early stopping and temperature calibration, so the calibration is
+fitted on real messages. With `--corpus`, weak-labelled corpus rows are added and any corpus text that is
+(or contains, or is contained in) a `dev.jsonl` text is left out.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import tempfile
 from pathlib import Path
 
 from training.dataset_io import load_labelled, stratified_split
+from training.dev_split import split as split_dev
 from training.pipeline import train_from_files
 from training.trainer import TrainConfig
 
@@ -36,16 +38,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--corpus", type=Path, default=None, help="public corpora folder: add weak-labelled rows (never a dev.jsonl text)")
     parser.add_argument("--corpus-rows", type=int, default=CORPUS_ROWS)
     parser.add_argument("--epochs", type=int, default=DEFAULT_CONFIG.epochs)
+    parser.add_argument("--no-dev-part", action="store_true", help="do not train on the training part of dev.jsonl")
     args = parser.parse_args(argv)
     real = args.labeled / "train.jsonl"
     if not real.is_file():
         parser.error(f"{real}: no such file")
-    rows, _ = load_labelled([str(real)])
     dev = args.labeled / "dev.jsonl"
-    dev_texts = load_labelled([str(dev)])[0]["raw_text"] if dev.is_file() else []
     config = dataclasses.replace(DEFAULT_CONFIG, epochs=args.epochs)
-    train_part, validation_part = stratified_split(rows, eval_fraction=VALIDATION_FRACTION, seed=DEFAULT_CONFIG.seed)
     with tempfile.TemporaryDirectory() as tmp:
+        real_files = [str(real)]
+        if dev.is_file() and not args.no_dev_part:
+            dev_part = Path(tmp) / "dev_train_part.jsonl"
+            dev_part.write_text("".join(line + "\n" for line in split_dev(dev)[0]), encoding="utf-8")
+            real_files.append(str(dev_part))
+        rows, _ = load_labelled(real_files)
+        dev_texts = load_labelled([str(dev)])[0]["raw_text"] if dev.is_file() else []
+        train_part, validation_part = stratified_split(rows, eval_fraction=VALIDATION_FRACTION, seed=DEFAULT_CONFIG.seed)
         train_file, validation_file = Path(tmp) / "real_train.jsonl", Path(tmp) / "real_validation.jsonl"
         _write_jsonl(train_part, train_file)
         _write_jsonl(validation_part, validation_file)
