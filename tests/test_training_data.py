@@ -537,3 +537,13 @@ def test_without_texts_of_drops_rows_whose_text_is_held_out():
     kept, dropped = without_texts_of(train, held_out)
     assert list(kept["text"]) == ["我的快递到哪了", "坏了"]
     assert dropped == 2
+
+
+SHARED_DEV = Path(__file__).resolve().parents[2] / "shared" / "data" / "labeled" / "dev.jsonl"
+
+
+@pytest.mark.skipif(not SHARED_DEV.is_file(), reason=f"no {SHARED_DEV} here")
+def test_no_team_written_text_is_a_dev_text():
+    dev, _ = load_labelled([SHARED_DEV])
+    team, _ = load_labelled(TEAM_WRITTEN)
+    assert not set(dev["text"]) & set(team["text"])
