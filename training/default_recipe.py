@@ -5,7 +5,7 @@ Training data: the hand-labelled real messages of `train.jsonl` and of the train
 never trained on) plus the team-written messages in `data/team_written/`. A fixed stratified 20% of those
 real rows (seed 13) is held out for early stopping and temperature calibration, so the calibration is
 fitted on real messages. With `--corpus`, weak-labelled corpus rows are added and any corpus text that is
-(or contains, or is contained in) a `dev.jsonl` text is left out.
+(or contains, or is contained in) a `dev.jsonl` text or a case of `data/critical_cases.jsonl` is left out.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from evaluation.critical_cases import critical_texts
 from training.dataset_io import load_labelled, stratified_split
 from training.dev_split import split as split_dev
 from training.pipeline import train_from_files
@@ -52,7 +53,10 @@ def main(argv: list[str] | None = None) -> int:
             dev_part.write_text("".join(line + "\n" for line in split_dev(dev)[0]), encoding="utf-8")
             real_files.append(str(dev_part))
         rows, _ = load_labelled(real_files)
-        dev_texts = load_labelled([str(dev)])[0]["raw_text"] if dev.is_file() else []
+        held_out_texts = list(load_labelled([str(dev)])[0]["raw_text"]) if dev.is_file() else []
+        if args.corpus is not None:
+            # The corpus cases of data/critical_cases.jsonl measure critical recall: never trained on.
+            held_out_texts += sorted(critical_texts(args.corpus))
         train_part, validation_part = stratified_split(rows, eval_fraction=VALIDATION_FRACTION, seed=DEFAULT_CONFIG.seed)
         train_file, validation_file = Path(tmp) / "real_train.jsonl", Path(tmp) / "real_validation.jsonl"
         _write_jsonl(train_part, train_file)
@@ -60,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
         train_from_files([train_file, *TEAM_WRITTEN], args.out, eval_paths=[validation_file],
                          config=config, version=args.version, log=lambda m: print(m, file=sys.stderr),
                          repeat={str(train_file): args.real_repeat},
-                         corpus_dir=args.corpus, corpus_rows=args.corpus_rows, corpus_exclude=dev_texts)
+                         corpus_dir=args.corpus, corpus_rows=args.corpus_rows, corpus_exclude=held_out_texts)
     return 0
 
 
