@@ -75,6 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--slice-by", default=None, metavar="COLUMN", help="report figures per value of this field of the data rows (e.g. source, channel)")
     evaluate.add_argument("--costs", type=Path, default=None, metavar="FILE", help="routing cost matrix TOML (default: data/routing_costs.toml)")
     evaluate.add_argument("--bootstrap", type=int, default=1000, metavar="N", help="bootstrap resamples and permutation-test swaps for --compare (default 1000, fixed seed)")
+    evaluate.add_argument("--robustness", action="store_true", help="also run the model on perturbed copies of the rows (greetings, emoji, typos, pinyin, full-width, Traditional characters, masked ids) and report label flip rates and F1 drops")
     evaluate.set_defaults(handler=run_evaluate)
     return parser
 
@@ -247,7 +248,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
             except (FileNotFoundError, ValueError) as exc:
                 raise CliError(f"--compare {args.compare}: {exc}") from exc
         run_evaluation(classifier, args.data, args.out, train_paths=args.train, log=lambda m: print(m, file=sys.stderr),
-                       compare=compare, slice_by=args.slice_by, costs_path=args.costs, n_bootstrap=args.bootstrap)
+                       compare=compare, slice_by=args.slice_by, costs_path=args.costs, n_bootstrap=args.bootstrap,
+                       robustness=args.robustness)
     except (DataValidationError, FileNotFoundError, CostMatrixError, SliceColumnError) as exc:
         raise CliError(str(exc)) from exc
     return 0

@@ -5,7 +5,8 @@
 * ``metrics.json`` — the model: ``n``, ``model_version``, per head ``accuracy``, ``macro_f1``,
   ``weighted_f1``, ``labels``, ``per_label``, ``confusion``, ``ece``, ``kappa``, ``reliability``;
   ``routing`` (D / critical recall and precision), ``routing_impact`` (under/over-triage, cost),
-  ``coverage`` (review threshold vs accuracy), ``slices`` (with ``--slice-by``), ``data``;
+  ``coverage`` (review threshold vs accuracy), ``slices`` (with ``--slice-by``), ``data``,
+  ``robustness`` (with ``robustness=True``: flip rates and F1 drops under perturbations);
 * ``baselines.json`` — the same for the keyword rules and (with training data) TF-IDF + LogReg;
 * ``comparison.json`` — with a second model: its metrics and the paired statistics per head;
 * ``report.md`` + ``plots/*.png`` and ``report.html`` (the same report, images embedded).
@@ -158,8 +159,13 @@ def run_evaluation(
     n_bootstrap: int = DEFAULT_RESAMPLES,
     seed: int = DEFAULT_SEED,
     progress: bool | None = None,
+    robustness: bool = False,
 ) -> dict[str, dict]:
     """Evaluate ``classifier`` (and ``compare``, and the baselines) on ``data_paths``; write the report.
+
+    With ``robustness`` the model is also run on perturbed copies of the rows (``evaluation.robustness``:
+    greetings, emoji, typos, pinyin, full-width, Traditional characters …): the figures go to
+    ``metrics.json`` under ``"robustness"`` and to a section of the report.
 
     Raises ``DataValidationError`` (bad data files), ``CostMatrixError`` (bad ``costs_path``) or
     ``SliceColumnError`` (no row has the ``slice_by`` field) before anything is written.
@@ -197,6 +203,14 @@ def run_evaluation(
         log(f"fitting the TF-IDF baseline on {len(train_ds)} rows")
         runs["tf-idf + logreg"] = predict_rows(TfidfLogRegBaseline().fit(train_ds), texts, truth, progress=False)
     results = {name: metrics_from_predictions(p, costs, slice_values, slice_by) for name, p in runs.items()}
+    robustness_result = None
+    if robustness:
+        from evaluation.robustness import robustness_report
+
+        log("robustness: predicting perturbed copies of the rows")
+        rows = [{"text": raw, **{head: truth[head][i] for head in HEADS}} for i, raw in enumerate(ds["raw_text"])]
+        robustness_result = robustness_report(classifier, rows, progress=progress)
+        results[main]["robustness"] = robustness_result
     data_info = {"files": data_files, "unusable_skipped": load_report.unusable_skipped,
                  "duplicates_dropped": load_report.duplicates_dropped}
     for metrics in results.values():
@@ -227,6 +241,7 @@ def run_evaluation(
         "comparison": comparison,
         "slices": results[main].get("slices"),
         "worst_errors": worst,
+        "robustness": robustness_result,
     }
     blocks = build_blocks(ctx)
     _write(Path(out_dir), results, main, compare_name, comparison, to_markdown(blocks), to_html(blocks, images), images)
@@ -234,6 +249,11 @@ def run_evaluation(
     log(headline_table(results))
     log("")
     log(routing_table(results))
+    if robustness_result is not None:
+        from evaluation.robustness import robustness_table
+
+        log("")
+        log(robustness_table(robustness_result))
     if comparison:
         for sentence in comparison["sentences"]:
             log(sentence)

@@ -126,6 +126,8 @@ def build_blocks(ctx: Mapping) -> list[Block]:
     blocks += _heads_section(main, results[main], ctx)
     if ctx.get("slices"):
         blocks += _slices_section(ctx["slices"], main)
+    if ctx.get("robustness"):
+        blocks += _robustness_section(ctx["robustness"], main)
     blocks += _worst_errors_section(ctx["worst_errors"], main)
     blocks += _other_classifiers_section(main, results)
     return blocks
@@ -319,6 +321,59 @@ def _slices_section(slices: Mapping, main: str) -> list[Block]:
         Table([slices["column"], "rows", "category macro-F1", "category accuracy", "D recall (true D)",
                "sentiment macro-F1", "note"], rows, flagged=flagged, wide_columns=(0,)),
     ]
+
+
+def _robustness_section(report: Mapping, main: str) -> list[Block]:
+    from evaluation.robustness import ROBUSTNESS_COLUMNS, robustness_rows
+
+    targets = report["targets"]
+    overall = report["overall"]
+    undone = [name for name, r in report["perturbations"].items() if r["normaliser_undoes"]]
+    verdict = {True: "meets", False: "misses", None: "cannot be checked against"}[overall["meets_targets"]]
+    blocks: list[Block] = [
+        Heading("Robustness to perturbations", 2, "robustness"),
+        Paragraph(
+            f"{main} on perturbed copies of the {report['n_rows']} rows: each perturbation keeps the meaning a"
+            " labeller uses (a greeting, an emoji matching the sentiment, a typo, a masked id …). A flip is a row"
+            " whose predicted label changes from the prediction on the original text; the F1 columns compare"
+            " the original and the perturbed texts of the same rows (those the perturbation changed). Drop in"
+            " points: 100 × (original − perturbed), positive when the perturbation hurts."
+        ),
+        Paragraph(
+            f"Targets: flip rate ≤ {targets['max_flip_rate']:.0%} for every head and category macro-F1 drop ≤"
+            f" {targets['max_category_f1_drop_points']:g} points. Pooled over all perturbations ({overall['n']}"
+            f" perturbed texts) the model {verdict} them: flip rates "
+            + ", ".join(f"{h} {pct(overall['flip_rate'][h])}" for h in HEADS)
+            + f", category macro-F1 drop {_points_or_dash(overall['category_f1_drop_points'])} points."
+        ),
+        Table(list(ROBUSTNESS_COLUMNS), robustness_rows(report)),
+    ]
+    worst = report["worst"]
+    if worst["by_flip_rate"]:
+        w = worst["by_flip_rate"]
+        sentence = f"Most flips: {w['perturbation']} ({w['head']} {pct(w['flip_rate'])})."
+        if worst["by_category_f1_drop"]:
+            d = worst["by_category_f1_drop"]
+            sentence += f" Largest category F1 drop: {d['perturbation']} ({_points_or_dash(d['drop_points'])} points)."
+        blocks.append(Paragraph(sentence))
+    if undone:
+        blocks.append(Paragraph(
+            f"{', '.join(undone)}: the model's text normalisation (NFKC, Traditional → Simplified) maps these"
+            " variants back to the original text (column \"same after normalisation\"), so they test the"
+            " normaliser rather than the model. The last row of the table leaves those variants out.", note=True))
+    examples = [[name, r["description"], r["example"]["original"], r["example"]["perturbed"]]
+                for name, r in report["perturbations"].items() if r.get("example")]
+    if examples:
+        blocks += [
+            Heading("Examples", 3, "robustness-examples"),
+            Table(["perturbation", "what it does", "original", "perturbed"], examples, wide_columns=(1, 2, 3)),
+            Paragraph(f"Seed {report['seed']}; word tables: {report['tables']}.", note=True),
+        ]
+    return blocks
+
+
+def _points_or_dash(value: float | None) -> str:
+    return "–" if value is None else f"{value:+.1f}"
 
 
 def _worst_errors_section(worst: Mapping[str, list], main: str) -> list[Block]:
