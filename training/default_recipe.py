@@ -12,33 +12,38 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import sys
 import tempfile
 from pathlib import Path
 
 from evaluation.critical_cases import critical_texts
+from training.augmentation import augmented_rows
 from training.dataset_io import load_labelled, stratified_split
 from training.dev_split import split as split_dev
 from training.pipeline import train_from_files
 from training.trainer import TrainConfig
 
 TEAM_WRITTEN = sorted((Path(__file__).resolve().parent.parent / "data" / "team_written").glob("*.jsonl"))
-DEFAULT_CONFIG = TrainConfig(epochs=6, lr=6e-5, num_layers=12, trained_layers=6, max_length=128, seed=13)
+DEFAULT_CONFIG = TrainConfig(epochs=5, lr=6e-5, num_layers=12, trained_layers=6, max_length=128, seed=13)
 VALIDATION_FRACTION = 0.2
 # Each real hand-labelled row is seen this many times per epoch, against once for a team-written row.
-REAL_ROW_REPEAT = 1
-CORPUS_ROWS = 2000
+REAL_ROW_REPEAT = 2
+CORPUS_ROWS = 1500
+# Share of the real and team-written training rows that also get one perturbed copy (training/augmentation.py).
+AUGMENT_FRACTION = 0.3
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--labeled", type=Path, required=True, help="folder holding train.jsonl (hand-labelled real messages)")
     parser.add_argument("--out", type=Path, default=Path("model/default"))
-    parser.add_argument("--version", default="triage-e5s-default-1")
+    parser.add_argument("--version", default="triage-e5s-default-2")
     parser.add_argument("--real-repeat", type=int, default=REAL_ROW_REPEAT, help="times each real row is seen per epoch")
     parser.add_argument("--corpus", type=Path, default=None, help="public corpora folder: add weak-labelled rows (never a dev.jsonl text)")
     parser.add_argument("--corpus-rows", type=int, default=CORPUS_ROWS)
     parser.add_argument("--epochs", type=int, default=DEFAULT_CONFIG.epochs)
+    parser.add_argument("--augment", type=float, default=AUGMENT_FRACTION, help="share of training rows given a perturbed copy (0 = none)")
     parser.add_argument("--no-dev-part", action="store_true", help="do not train on the training part of dev.jsonl")
     args = parser.parse_args(argv)
     real = args.labeled / "train.jsonl"
@@ -61,11 +66,23 @@ def main(argv: list[str] | None = None) -> int:
         train_file, validation_file = Path(tmp) / "real_train.jsonl", Path(tmp) / "real_validation.jsonl"
         _write_jsonl(train_part, train_file)
         _write_jsonl(validation_part, validation_file)
-        train_from_files([train_file, *TEAM_WRITTEN], args.out, eval_paths=[validation_file],
+        train_files = [train_file, *TEAM_WRITTEN]
+        if args.augment > 0:
+            written, _ = load_labelled([str(p) for p in TEAM_WRITTEN])
+            originals = [_labelled_row(row) for ds in (train_part, written) for row in ds]
+            augment_file = Path(tmp) / "augmented.jsonl"
+            augment_file.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n"
+                                            for row in augmented_rows(originals, args.augment)), encoding="utf-8")
+            train_files.append(augment_file)
+        train_from_files(train_files, args.out, eval_paths=[validation_file],
                          config=config, version=args.version, log=lambda m: print(m, file=sys.stderr),
                          repeat={str(train_file): args.real_repeat},
                          corpus_dir=args.corpus, corpus_rows=args.corpus_rows, corpus_exclude=held_out_texts)
     return 0
+
+
+def _labelled_row(row: dict) -> dict:
+    return {"text": row["raw_text"], **{head: row[head] for head in ("category", "severity", "sentiment") if row[head]}}
 
 
 def _write_jsonl(ds, path: Path) -> None:
