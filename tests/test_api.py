@@ -5,6 +5,7 @@ import json
 import logging
 import threading
 import time
+from pathlib import Path
 
 import httpx
 import pytest
@@ -17,6 +18,8 @@ from api.settings import Settings
 from api.sla_policy import parse_timestamp
 from model.keyword_rules import KeywordClassifier
 from tests.api_test_server import serve_in_thread
+
+EMBEDDED_VERSION = json.loads((Path(__file__).resolve().parents[1] / "model" / "default" / "triager_config.json").read_text(encoding="utf-8"))["version"]
 
 KEY = "k" * 24
 OTHER_KEY = "z" * 32
@@ -101,7 +104,7 @@ def assert_error(response: httpx.Response, status: int, code: str, field: str | 
 def test_default_app_serves_the_embedded_model(model_http):
     ready = model_http.get("/readyz").json()
     assert ready["degraded"] is False and ready["storage"] is True
-    assert ready["model_version"] == "triage-e5s-default-1"
+    assert ready["model_version"] == EMBEDDED_VERSION
     body = model_http.post("/v1/triage", json={"text": "吃了你们的零食孩子过敏住院了，我要投诉到12315", "id": "m-1"}).json()
     assert body["degraded"] is False
     assert body["category"]["label"] == "D"
@@ -594,6 +597,10 @@ def test_overload_is_503_with_retry_after_not_a_queue():
             t.join(30)
         assert [r.status_code for r in results] == [200, 200]
         assert all(r.json()["degraded"] is False for r in results)
+        # The slot is released after the response is sent: wait for it instead of racing it.
+        deadline = time.monotonic() + 5
+        while app.state.admission.in_flight and time.monotonic() < deadline:
+            time.sleep(0.01)
         assert app.state.admission.in_flight == 0
         assert metric(client.get("/metrics").text, "triage_rejected_total", reason="overloaded") == 2
 

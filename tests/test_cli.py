@@ -7,6 +7,8 @@ import pytest
 
 from api.cli import main
 
+EMBEDDED_VERSION = json.loads((Path(__file__).resolve().parents[1] / "model" / "default" / "triager_config.json").read_text(encoding="utf-8"))["version"]
+
 
 def write_lines(path: Path, lines: list[str]) -> Path:
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
@@ -121,7 +123,7 @@ def test_serve_runs_the_embedded_model_logs_json_and_stops_cleanly_on_sigterm(tm
             except httpx.TransportError:
                 pass
             time.sleep(0.1)
-        assert ready.json()["model_version"] == "triage-e5s-default-1" and ready.json()["degraded"] is False
+        assert ready.json()["model_version"] == EMBEDDED_VERSION and ready.json()["degraded"] is False
         r = httpx.post(f"{url}/v1/triage", json={"text": "我的手机13812345678，快递到哪了", "id": "cli-1"},
                        headers={"X-Request-ID": "cli-req"}, timeout=60)
         assert r.status_code == 200 and r.json()["category"]["label"] == "B"
@@ -136,7 +138,7 @@ def test_serve_runs_the_embedded_model_logs_json_and_stops_cleanly_on_sigterm(tm
     lines = (tmp_path / "serve.log").read_text(encoding="utf-8").splitlines()
     entries = [json.loads(line) for line in lines if line.strip()]  # every line is a JSON object
     access = next(e for e in entries if e.get("request_id") == "cli-req")
-    assert access["route"] == "/v1/triage" and access["model_version"] == "triage-e5s-default-1"
+    assert access["route"] == "/v1/triage" and access["model_version"] == EMBEDDED_VERSION
     assert not any("13812345678" in line or "快递" in line for line in lines)
     assert (tmp_path / "serve.db").is_file()  # the decision was stored where TRIAGE_DATABASE_URL says
 
