@@ -16,6 +16,7 @@ from api.schemas import TriageResponse
 from data.label_schema import HEADS
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 
 
 class TriageMetrics:
@@ -33,6 +34,10 @@ class TriageMetrics:
                               "(review rate = triage_review_total / triage_triaged_total).", registry=r)
         self.degraded = Counter("triage_degraded", "Answers from the keyword rules instead of the model, by reason "
                                 "(timeout, model_error, no_model).", ["reason"], registry=r)
+        self.model_batch = Histogram("triage_model_batch_texts", "Texts per model call (micro-batching gathers "
+                                     "concurrent requests into one call).", buckets=BATCH_BUCKETS, registry=r)
+        self.model_batch_requests = Histogram("triage_model_batch_requests", "Requests answered by one model call.",
+                                              buckets=BATCH_BUCKETS, registry=r)
         self.rejected = Counter("triage_rejected", "Requests refused before any work, by reason "
                                 "(overloaded, too_large, too_many_items, unauthorized, not_ready).", ["reason"], registry=r)
 
@@ -50,6 +55,10 @@ class TriageMetrics:
 
     def observe_degraded(self, reason: str, count: int = 1) -> None:
         self.degraded.labels(reason=reason).inc(count)
+
+    def observe_model_batch(self, texts: int, requests: int) -> None:
+        self.model_batch.observe(texts)
+        self.model_batch_requests.observe(requests)
 
     def observe_rejected(self, reason: str) -> None:
         self.rejected.labels(reason=reason).inc()

@@ -14,6 +14,7 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
+Runtime = Literal["onnx-int8", "torch"]
 
 
 class Settings(BaseSettings):
@@ -46,6 +47,18 @@ class Settings(BaseSettings):
     )
     retry_after_s: int = Field(1, ge=1, le=3600, description="Retry-After sent with 503 overloaded / not_ready.")
 
+    runtime: Runtime = Field(
+        "onnx-int8",
+        description="How the model runs: onnx-int8 (ONNX Runtime, mostly int8, built once into the cache; falls "
+        "back to torch with a warning when it cannot be built) or torch (the fp32 reference).",
+    )
+    batch_wait_ms: float = Field(
+        2.0, ge=0.0, le=1000.0,
+        description="Micro-batching: how long a model batch may wait for more concurrent requests once several "
+        "are queued. A request that finds nothing else queued runs at once.",
+    )
+    max_model_batch: int = Field(32, ge=1, le=4096, description="Micro-batching: texts in one model call at most.")
+
     # NoDecode: pydantic-settings would json.loads a list-typed env var; the validator accepts both forms.
     api_keys: Annotated[list[SecretStr], NoDecode] = Field(
         default_factory=list,
@@ -57,6 +70,11 @@ class Settings(BaseSettings):
 
     log_level: LogLevel = "INFO"
     graceful_shutdown_s: float = Field(30.0, ge=0.0, le=3600.0, description="On SIGTERM, wait this long for in-flight requests.")
+
+    @field_validator("runtime", mode="before")
+    @classmethod
+    def _lower_runtime(cls, value: object) -> object:
+        return value.strip().lower() if isinstance(value, str) else value
 
     @field_validator("log_level", mode="before")
     @classmethod

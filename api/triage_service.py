@@ -1,8 +1,9 @@
 """Triage decisions: normalise, classify, derive SLA deadlines, queue, review flag and reply, and store them.
 
 Every model call goes through :meth:`TriageService.classify` (one call per request, batches included):
-it runs the model on a bounded thread pool under the per-request time budget and answers from the
-keyword rules (``degraded``) when the model is missing, fails or runs out of time.
+it hands the texts to the micro-batcher (``api.micro_batcher``), which runs concurrent requests together
+in one model call, waits for its answer under the per-request time budget, and answers from the keyword
+rules (``degraded``) when the model is missing, fails or runs out of time.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ import logging
 import threading
 import uuid
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -23,6 +23,7 @@ from api.decision_store import (
     UnknownDecision,
 )
 from api.metrics import TriageMetrics
+from api.micro_batcher import MicroBatcher
 from api.reply_templates import ReplyTemplateLibrary
 from api.schemas import (
     FeedbackRequest,
@@ -100,7 +101,8 @@ class TriageService:
         self.sla_policy = sla_policy or SlaPolicy.load(settings.sla_policy)
         self.replies = replies or ReplyTemplateLibrary.load(settings.reply_templates)
         self.fallback = KeywordClassifier()
-        self._executor = ThreadPoolExecutor(max_workers=settings.max_concurrent_requests, thread_name_prefix="triage-model")
+        self._batcher = MicroBatcher(_predict_batch, max_batch=settings.max_model_batch,
+                                     max_wait_s=settings.batch_wait_ms / 1000, on_batch=self.metrics.observe_model_batch)
         self._model: Classifier | None = None
         self._unavailable_reason: str | None = None
         self._ready = threading.Event()
@@ -113,7 +115,9 @@ class TriageService:
         """Load and warm the configured model (slow: run it off the event loop). Never raises: a model
         that cannot be loaded leaves the keyword rules serving, degraded, with the reason."""
         try:
-            classifier, degraded = load_classifier(self.settings.model_dir)
+            # The runtime travels as an argument only when it is not the one TRIAGE_RUNTIME gives.
+            runtime = {} if self.settings.runtime == configured_runtime() else {"runtime": self.settings.runtime}
+            classifier, degraded = load_classifier(self.settings.model_dir, **runtime)
             if degraded:
                 self._serve(classifier, "no model found")
                 return
@@ -149,7 +153,7 @@ class TriageService:
         return self._unavailable_reason
 
     def close(self) -> None:
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        self._batcher.close()
 
     # -- the one model call --------------------------------------------------------------------
 
@@ -158,17 +162,19 @@ class TriageService:
         model = self._model
         if model is None or self._unavailable_reason is not None:
             return self._fallback(texts, "no_model", self._unavailable_reason or "the model is not loaded")
+        if not texts:
+            return Classification([], model.version, None, [])
         budget_ms = self.settings.request_timeout_ms
-        future = self._executor.submit(_predict, model, texts)
         try:
-            predictions, over_window = future.result(timeout=budget_ms / 1000)
+            future = self._batcher.submit(model, texts)
+            results = future.result(timeout=budget_ms / 1000)
         except FutureTimeout:
             future.cancel()  # still queued: never runs; already running: its result is dropped
             return self._fallback(texts, "timeout", f"the model did not answer within {budget_ms} ms")
         except Exception as exc:  # a model failure must not become a 500
             log.exception("model_failed", extra={"fields": {"error": type(exc).__name__}})
             return self._fallback(texts, "model_error", f"the model failed ({type(exc).__name__})")
-        return Classification(predictions, model.version, None, over_window)
+        return Classification([p for p, _ in results], model.version, None, [over for _, over in results])
 
     def _fallback(self, texts: list[str], reason: str, message: str) -> Classification:
         self.metrics.observe_degraded(reason, len(texts))
@@ -293,19 +299,27 @@ class TriageService:
             return False
 
 
-def load_classifier(model_dir):
+def load_classifier(model_dir, runtime: str | None = None):
     """model.loading.load_classifier, imported on first use: torch and transformers take seconds to
     import, which a service given its classifier (tests, the keyword rules) never needs."""
     from model.loading import load_classifier as load
 
-    return load(model_dir)
+    return load(model_dir, runtime=runtime)
 
 
-def _predict(model: Classifier, texts: list[str]) -> tuple[list[TextPrediction], list[bool]]:
+def configured_runtime() -> str:
+    """model.loading.configured_runtime, imported on first use (see load_classifier)."""
+    from model.loading import configured_runtime as runtime
+
+    return runtime()
+
+
+def _predict_batch(model: Classifier, texts: list[str]) -> list[tuple[TextPrediction, bool]]:
+    """One model call for the texts of a micro-batch: (prediction, over the token window) per text."""
     predictions = model.predict(texts)
     if len(predictions) != len(texts):
         raise RuntimeError(f"the model returned {len(predictions)} predictions for {len(texts)} texts")
-    return predictions, _over_window(model, texts)
+    return list(zip(predictions, _over_window(model, texts)))
 
 
 def _over_window(model: Classifier, texts: list[str]) -> list[bool]:

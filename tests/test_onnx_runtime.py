@@ -1,0 +1,309 @@
+"""The optimised ONNX runtime: same answers as the torch model, same contract, cached builds, fallback.
+
+The real build (about a minute on 2 cores) happens once per machine, into the same cache the service
+uses, and is reused by every later run; the cache mechanics are tested with a fake build.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+import model.onnx_runtime as onnx_runtime
+from api.settings import Settings
+from model.loading import DEFAULT_MODEL_DIR, configured_runtime, load_classifier
+from model.onnx_runtime import (
+    META_FILE,
+    MODEL_FILE,
+    TOKENIZER_FILE,
+    OnnxTriager,
+    artifact_key,
+    artifact_path,
+    build_onnx_model,
+    load_onnx_classifier,
+)
+from model.prediction import TextPrediction
+
+HEADS = ("category", "severity", "sentiment")
+
+# A fixed set of help-desk messages (written for this test) over the four categories and the usual lengths.
+MESSAGES = [
+    "你好，这款电饭煲有几种颜色可以选？",
+    "请问你们店铺支持七天无理由退货吗",
+    "这个面霜适合敏感肌用吗",
+    "满300减50的活动还有吗？",
+    "洗碗机的安装需要另外收费吗",
+    "会员生日有什么优惠",
+    "我的包裹显示在中转站三天没动了",
+    "下单时地址填错了，能帮我改成公司地址吗",
+    "昨天付的款，订单还是待发货状态",
+    "申请了退款，商家一直没处理",
+    "请帮我开一张电子发票，抬头是个人",
+    "这个订单我不想要了，帮我取消",
+    "买的台灯开关坏了，按了没反应",
+    "鞋子两只大小不一样，要求换货",
+    "收到的蛋糕都压扁了，盒子也破了",
+    "少发了一瓶洗发水",
+    "裤子洗了一次就褪色了，质量有问题",
+    "电动牙刷充不上电，才用了一周",
+    "你们卖的是假货！专柜验过了，我要投诉",
+    "说好的24小时发货，一周了还没发，骗人的吧，我要去消协投诉",
+    "客服态度恶劣，直接挂我电话，太过分了",
+    "用了你们的面膜脸过敏红肿，去医院花了好几百，必须赔偿",
+    "电热毯漏电把我电了一下，太危险了，我要找媒体曝光",
+    "第四次联系你们了，问题还是没解决，再这样我就起诉",
+    "非常满意，下次还来买",
+    "谢谢客服耐心解答",
+    "好的，收到",
+    "我想问一下这个耳机是不是正品，有没有防伪码，另外保修期是多久，坏了去哪里修",
+    "前天下的单，物流信息显示已经到了我们市，但是一直没有派送，打快递电话也打不通，麻烦帮忙联系一下快递公司",
+    "东西收到了，打开发现屏幕碎了，外包装完好，应该是出厂就有问题，请尽快给我换一台新的，不然我就给差评",
+]
+LONG_TEXT = "我想问一下这个商品什么时候有货，" * 19  # ~300 characters: far over the 128-token window
+EMBEDDED_VERSION = json.loads((DEFAULT_MODEL_DIR / "triager_config.json").read_text(encoding="utf-8"))["version"]
+
+
+@pytest.fixture(scope="module")
+def fast() -> OnnxTriager:
+    return load_onnx_classifier(DEFAULT_MODEL_DIR)
+
+
+@pytest.fixture(scope="module")
+def reference():
+    from model.triager import Triager
+
+    return Triager.load(DEFAULT_MODEL_DIR)
+
+
+# --------------------------------------------------------------------------------------------
+# the optimised model against the torch reference
+# --------------------------------------------------------------------------------------------
+
+
+def test_optimised_model_gives_the_reference_labels_on_a_fixed_set(fast, reference):
+    ours, theirs = fast.predict(MESSAGES), reference.predict(MESSAGES)
+    for text, a, b in zip(MESSAGES, ours, theirs):
+        for head in HEADS:
+            # int8 kernels differ slightly between CPUs: a genuine near-tie may go either way.
+            if b.head(head).margin() >= 0.05:
+                assert a.head(head).label == b.head(head).label, (text, head, a.head(head), b.head(head))
+            for code, p in b.head(head).scores.items():
+                assert abs(a.head(head).scores[code] - p) < 0.06, (text, head, code)
+    # on this set every label is far from a tie: all of them agree
+    assert [p.labels() for p in ours] == [p.labels() for p in theirs]
+
+
+def test_build_check_recorded_agreement_with_the_torch_model(fast):
+    check = fast.meta["check"]
+    assert check["n"] == len(onnx_runtime.CALIBRATION_TEXTS)
+    assert min(check["agreement"].values()) >= onnx_runtime.MIN_LABEL_AGREEMENT
+    assert fast.meta["word_embedding"].startswith("int4")  # the 250k x 384 table in 4 bits, exactly
+    assert fast.meta["layers"]["int8"] and (fast.artifact / MODEL_FILE).stat().st_size < 150 * 2**20
+
+
+def test_same_contract_as_the_triager(fast, reference):
+    assert fast.version == reference.version == EMBEDDED_VERSION
+    assert fast.config.max_length == reference.config.max_length == 128
+    assert fast.predict([]) == []
+    predictions = fast.predict(["有货吗", "收到的杯子碎了", "   快递到哪了 "])
+    assert all(isinstance(p, TextPrediction) for p in predictions) and len(predictions) == 3
+    for p in predictions:
+        for head in HEADS:
+            result = p.head(head)
+            assert abs(sum(result.scores.values()) - 1) < 1e-6
+            assert result.confidence == max(result.scores.values()) and result.scores[result.label] == result.confidence
+            assert list(result.scores) == reference.config.labels[head]
+    for text in ["有货吗", "iPhone 15 Pro 😀 有现货吗", LONG_TEXT, "臺灣的朋友買的"]:
+        assert fast.token_count(text) == reference.token_count(text)
+    assert fast.token_count(LONG_TEXT) > fast.config.max_length
+
+
+def test_tokens_are_those_of_the_transformers_tokenizer(fast, reference):
+    from data.text_normalization import normalize
+
+    texts = [normalize(t) for t in ["有货吗", "iPhone 15 Pro 😀 有现货吗", LONG_TEXT, "ＡＢＣ１２３，退款"]]
+    ours = [fast._cut(ids) for ids in fast._ids(texts)]
+    theirs = reference.tokenizer([reference.config.text_prefix + t for t in texts], truncation=True,
+                                 max_length=reference.config.max_length)["input_ids"]
+    assert ours == theirs
+    assert len(ours[2]) == 128
+
+
+def test_batch_order_and_padding_do_not_change_answers(fast):
+    texts = [MESSAGES[-1], "好", MESSAGES[3], LONG_TEXT, MESSAGES[18]]
+    together = fast.predict(texts, batch_size=2)  # several length buckets
+    for text, p in zip(texts, together):
+        alone = fast.predict([text])[0]
+        assert p.labels() == alone.labels()
+        for head in HEADS:
+            for code, value in alone.head(head).scores.items():
+                assert abs(p.head(head).scores[code] - value) < 0.05
+    assert [p.labels() for p in fast.predict(texts[::-1])][::-1] == [p.labels() for p in together]
+
+
+def test_the_optimised_model_is_built_once_and_reused(fast):
+    assert fast.artifact == artifact_path(DEFAULT_MODEL_DIR)
+    assert fast.artifact.name.startswith("onnx-int8-")
+    started = time.monotonic()
+    assert build_onnx_model(DEFAULT_MODEL_DIR) == fast.artifact  # cached: no rebuild
+    assert time.monotonic() - started < 5
+
+
+def test_cli_optimize_prints_the_built_folder(fast, capsys):
+    from api.cli import main
+
+    assert main(["optimize"]) == 0
+    out = capsys.readouterr().out
+    assert str(fast.artifact) in out and EMBEDDED_VERSION in out
+    assert main(["optimize", "--model", "/nonexistent"]) == 2
+
+
+# --------------------------------------------------------------------------------------------
+# the runtime setting and the fallback to torch
+# --------------------------------------------------------------------------------------------
+
+
+def test_runtime_setting(monkeypatch):
+    assert Settings().runtime == "onnx-int8"
+    assert Settings(runtime="Torch").runtime == "torch"
+    with pytest.raises(ValidationError, match="runtime"):
+        Settings(runtime="tensorrt")
+    with pytest.raises(ValidationError):
+        Settings(batch_wait_ms=-1)
+    with pytest.raises(ValidationError):
+        Settings(max_model_batch=0)
+    monkeypatch.setenv("TRIAGE_RUNTIME", "torch")
+    assert Settings().runtime == "torch" and configured_runtime() == "torch"
+    monkeypatch.delenv("TRIAGE_RUNTIME")
+    assert configured_runtime() == "onnx-int8"
+    with pytest.raises(ValueError, match="unknown runtime"):
+        load_classifier(None, runtime="tensorrt")
+
+
+def test_default_loader_serves_the_onnx_model(fast):
+    classifier, degraded = load_classifier(None)
+    assert isinstance(classifier, OnnxTriager) and not degraded
+
+
+def test_a_failed_onnx_build_falls_back_to_the_torch_model(monkeypatch, caplog):
+    from model.triager import Triager
+
+    def broken(folder, *args, **kwargs):
+        raise RuntimeError("exporter exploded")
+
+    monkeypatch.setattr(onnx_runtime, "load_onnx_classifier", broken)
+    with caplog.at_level(logging.WARNING, logger="model.loading"):
+        classifier, degraded = load_classifier(DEFAULT_MODEL_DIR, runtime="onnx-int8")
+    assert isinstance(classifier, Triager) and not degraded
+    assert "exporter exploded" in caplog.text and "serving the torch model" in caplog.text
+    with pytest.raises(FileNotFoundError):  # an explicit folder that is no model is still an error
+        load_classifier(Path("/nonexistent"), runtime="onnx-int8")
+
+
+# --------------------------------------------------------------------------------------------
+# cache mechanics, with a fake build (no export)
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def fake_model(tmp_path) -> Path:
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "triager_config.json").write_text('{"version": "fake-1"}', encoding="utf-8")
+    (folder / "trained_weights.safetensors").write_bytes(b"weights-1")
+    return folder
+
+
+@pytest.fixture
+def fake_build(monkeypatch):
+    calls = []
+
+    def build(model_dir, out, key, say):
+        calls.append(key)
+        time.sleep(0.2)
+        (out / MODEL_FILE).write_bytes(b"onnx")
+        (out / TOKENIZER_FILE).write_text("{}", encoding="utf-8")
+        files = {MODEL_FILE: 4, TOKENIZER_FILE: 2}
+        (out / META_FILE).write_text(json.dumps({"key": key, "files": files}), encoding="utf-8")
+
+    monkeypatch.setattr(onnx_runtime, "_build", build)
+    return calls
+
+
+def test_cache_builds_once_keyed_by_the_weights(fake_model, fake_build, tmp_path):
+    cache = tmp_path / "cache"
+    first = build_onnx_model(fake_model, cache)
+    assert build_onnx_model(fake_model, cache) == first and len(fake_build) == 1
+    assert first.parent == cache and first.name == f"onnx-int8-{artifact_key(fake_model)[:16]}"
+    (fake_model / "trained_weights.safetensors").write_bytes(b"weights-2")  # retrained: a new build
+    second = build_onnx_model(fake_model, cache)
+    assert second != first and len(fake_build) == 2 and first.exists()
+    assert not list(cache.glob(".*.tmp-*"))  # no staging left behind
+
+
+def test_a_damaged_build_is_rebuilt(fake_model, fake_build, tmp_path):
+    folder = build_onnx_model(fake_model, tmp_path)
+    (folder / MODEL_FILE).write_bytes(b"truncated!")
+    assert build_onnx_model(fake_model, tmp_path) == folder and len(fake_build) == 2
+    (folder / META_FILE).unlink()
+    build_onnx_model(fake_model, tmp_path)
+    assert len(fake_build) == 3 and (folder / MODEL_FILE).read_bytes() == b"onnx"
+
+
+def test_concurrent_builders_build_once(fake_model, fake_build, tmp_path):
+    results = []
+    threads = [threading.Thread(target=lambda: results.append(build_onnx_model(fake_model, tmp_path))) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert len(set(results)) == 1 and len(results) == 3 and len(fake_build) == 1
+
+
+def test_a_failed_build_publishes_nothing(fake_model, monkeypatch, tmp_path):
+    def failing(model_dir, out, key, say):
+        (out / MODEL_FILE).write_bytes(b"half")
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(onnx_runtime, "_build", failing)
+    cache = tmp_path / "cache"
+    with pytest.raises(RuntimeError, match="disk full"):
+        build_onnx_model(fake_model, cache)
+    assert [p.name for p in cache.iterdir() if not p.name.endswith(".lock")] == []
+    with pytest.raises(FileNotFoundError, match="triage optimize"):
+        load_onnx_classifier(fake_model, cache, build=False)
+
+
+def test_cache_dir_follows_triage_cache_dir(fake_model, monkeypatch, tmp_path):
+    monkeypatch.setenv("TRIAGE_CACHE_DIR", str(tmp_path / "elsewhere"))
+    assert artifact_path(fake_model).parent == tmp_path / "elsewhere"
+    with pytest.raises(FileNotFoundError):
+        artifact_key(tmp_path)  # not a model folder
+
+
+def test_the_service_loads_the_runtime_its_settings_name(monkeypatch):
+    from api import triage_service
+    from api.decision_store import open_store
+    from api.triage_service import TriageService
+
+    asked = []
+
+    def fake_load(model_dir, runtime=None):
+        asked.append(runtime)
+        from model.keyword_rules import KeywordClassifier
+
+        return KeywordClassifier(), False
+
+    monkeypatch.setattr(triage_service, "load_classifier", fake_load)
+    monkeypatch.delenv("TRIAGE_RUNTIME", raising=False)
+    for runtime in ("torch", "onnx-int8"):
+        service = TriageService(Settings(database_url="sqlite:///:memory:", runtime=runtime), open_store("sqlite:///:memory:"))
+        service.load_model()
+        service.close()
+    assert asked == ["torch", None]  # the default travels through TRIAGE_RUNTIME (None: the loader reads it)
