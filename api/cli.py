@@ -77,6 +77,18 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--bootstrap", type=int, default=1000, metavar="N", help="bootstrap resamples and permutation-test swaps for --compare (default 1000, fixed seed)")
     evaluate.add_argument("--robustness", action="store_true", help="also run the model on perturbed copies of the rows (greetings, emoji, typos, pinyin, full-width, Traditional characters, masked ids) and report label flip rates and F1 drops")
     evaluate.set_defaults(handler=run_evaluate)
+
+    optimize = sub.add_parser("optimize", help="build the optimised ONNX int8 model of a model folder into the cache (serve then starts fast)")
+    optimize.add_argument("--model", type=Path, default=None, help="model folder (default: the embedded model)")
+    optimize.add_argument("--force", action="store_true", help="rebuild even when the cache holds a build")
+    optimize.set_defaults(handler=run_optimize)
+
+    bench = sub.add_parser("bench", help="benchmark the service against a naive transformers server, over HTTP")
+    bench.add_argument("--seconds", type=float, default=10.0, help="seconds of each load phase (sequential, concurrent), per server (default 10)")
+    bench.add_argument("--concurrency", type=int, default=16, help="concurrent clients in the throughput phase (default 16)")
+    bench.add_argument("--model", type=Path, default=None, help="model folder (default: the embedded model)")
+    bench.add_argument("--out", type=Path, required=True, help="JSON file to write the figures to")
+    bench.set_defaults(handler=run_bench)
     return parser
 
 
@@ -252,6 +264,44 @@ def run_evaluate(args: argparse.Namespace) -> int:
                        robustness=args.robustness)
     except (DataValidationError, FileNotFoundError, CostMatrixError, SliceColumnError) as exc:
         raise CliError(str(exc)) from exc
+    return 0
+
+
+def run_optimize(args: argparse.Namespace) -> int:
+    from model.loading import DEFAULT_MODEL_DIR
+    from model.onnx_runtime import build_onnx_model
+
+    folder = args.model or DEFAULT_MODEL_DIR
+    if not (folder / "triager_config.json").is_file():
+        raise CliError(f"--model {folder}: not a triage model folder (no triager_config.json)")
+    try:
+        built = build_onnx_model(folder, force=args.force, log_fn=lambda m: print(m, file=sys.stderr))
+    except (FileNotFoundError, ValueError, RuntimeError) as exc:
+        raise CliError(f"cannot build the optimised model: {' '.join(str(exc).split())[:500]}") from exc
+    meta = json.loads((built / "runtime.json").read_text(encoding="utf-8"))
+    check = meta.get("check", {})
+    print(f"{built} ({meta['config']['version']}; labels agree with the torch model on "
+          f"{check.get('agreement', {}).get('category', float('nan')):.0%} of {check.get('n', 0)} calibration texts)")
+    return 0
+
+
+def run_bench(args: argparse.Namespace) -> int:
+    from evaluation.serving_bench import format_table, run_bench as bench, write_json
+
+    if args.seconds <= 0:
+        raise CliError("--seconds must be positive")
+    if args.concurrency < 1:
+        raise CliError("--concurrency must be at least 1")
+    if args.model is not None and not (args.model / "triager_config.json").is_file():
+        raise CliError(f"--model {args.model}: not a triage model folder (no triager_config.json)")
+    try:
+        result = bench(seconds=args.seconds, concurrency=args.concurrency, model_dir=args.model,
+                       log=lambda m: print(m, file=sys.stderr))
+    except RuntimeError as exc:
+        raise CliError(str(exc)) from exc
+    write_json(result, args.out)
+    print(format_table(result))
+    print(f"wrote {args.out}")
     return 0
 
 
