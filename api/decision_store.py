@@ -27,6 +27,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -345,7 +346,7 @@ class SqliteDecisionStore(_SqlStore):
         # isolation_level=None: no implicit transactions; _run opens and commits each one itself.
         # timeout is SQLite's busy timeout: how long to wait for another process's write lock.
         self._conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None, check_same_thread=False)
-        self._conn.execute("PRAGMA journal_mode = WAL")
+        self._enable_wal()
         # FULL, not NORMAL: in WAL mode NORMAL does not fsync the log at each commit, so the last
         # transactions - already acknowledged to clients - can be lost on a power failure.
         self._conn.execute("PRAGMA synchronous = FULL")
@@ -355,6 +356,22 @@ class SqliteDecisionStore(_SqlStore):
         except BaseException:
             self._conn.close()
             raise
+
+    def _enable_wal(self) -> None:
+        # Switching a new file to WAL while other processes open it can fail with "database is locked"
+        # at once: SQLite does not call the busy handler there (it could deadlock). Retry for the busy timeout.
+        deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+        delay = 0.005
+        while True:
+            try:
+                self._conn.execute("PRAGMA journal_mode = WAL")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() >= deadline:
+                    self._conn.close()
+                    raise
+            time.sleep(delay)
+            delay = min(delay * 2, 0.2)
 
     def _run(self, work: Callable[[Any], T], write: bool) -> T:
         with self._lock:
