@@ -46,7 +46,7 @@ from pathlib import Path
 import numpy as np
 
 from data.text_normalization import NORMALIZATION_VERSION, normalize
-from model.prediction import HeadPrediction, TextPrediction
+from model.prediction import TextPrediction, predictions_from_probabilities
 
 log = logging.getLogger(__name__)
 
@@ -217,16 +217,8 @@ class OnnxTriager:
         if not texts:
             return []
         logits = self.logits(list(texts), batch_size=batch_size, normalized=normalized)
-        probs = {h: _softmax(v / self.config.temperatures[h]) for h, v in logits.items()}
-        results = []
-        for i in range(len(texts)):
-            heads = {}
-            for head, codes in self.config.labels.items():
-                row = probs[head][i].tolist()
-                best = max(range(len(codes)), key=row.__getitem__)
-                heads[head] = HeadPrediction(codes[best], row[best], dict(zip(codes, row)))
-            results.append(TextPrediction(**heads))
-        return results
+        probs = {h: _softmax(v / self.config.temperatures[h]).tolist() for h, v in logits.items()}
+        return predictions_from_probabilities(probs, self.config.labels, len(texts))
 
 
 def _softmax(x: np.ndarray) -> np.ndarray:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -49,3 +50,18 @@ def one_label_distribution(head: str, label: str, confidence: float) -> HeadPred
     rest = (1.0 - confidence) / (len(codes) - 1)
     scores = {code: (confidence if code == label else rest) for code in codes}
     return HeadPrediction(label=label, confidence=confidence, scores=scores)
+
+
+def predictions_from_probabilities(probs: Mapping[str, Sequence[Sequence[float]]],
+                                   labels: Mapping[str, Sequence[str]], n: int) -> list[TextPrediction]:
+    """One TextPrediction per row of ``probs`` (per head, an n × labels array-like of probabilities
+    in the order of ``labels[head]``); the label is the most probable one."""
+    results = []
+    for i in range(n):
+        heads = {}
+        for head, codes in labels.items():
+            row = [float(v) for v in probs[head][i]]
+            best = max(range(len(codes)), key=row.__getitem__)
+            heads[head] = HeadPrediction(codes[best], row[best], dict(zip(codes, row)))
+        results.append(TextPrediction(**heads))
+    return results

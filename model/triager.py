@@ -19,7 +19,7 @@ from transformers.utils import logging as hf_logging
 
 from data.label_schema import HEADS, LABELS
 from data.text_normalization import NORMALIZATION_VERSION, normalize
-from model.prediction import HeadPrediction, TextPrediction
+from model.prediction import TextPrediction, predictions_from_probabilities
 
 CONFIG_NAME = "triager_config.json"
 WEIGHTS_NAME = "trained_weights.safetensors"
@@ -153,16 +153,8 @@ class Triager:
 
     def predict(self, texts: list[str], batch_size: int = 32, normalized: bool = False) -> list[TextPrediction]:
         logits = self.logits(texts, batch_size=batch_size, normalized=normalized)
-        probs = {h: torch.softmax(v / self.config.temperatures[h], dim=-1) for h, v in logits.items()}
-        results = []
-        for i in range(len(texts)):
-            heads = {}
-            for head, codes in self.config.labels.items():
-                row = probs[head][i].tolist()
-                best = max(range(len(codes)), key=row.__getitem__)
-                heads[head] = HeadPrediction(codes[best], row[best], dict(zip(codes, row)))
-            results.append(TextPrediction(**heads))
-        return results
+        probs = {h: torch.softmax(v / self.config.temperatures[h], dim=-1).tolist() for h, v in logits.items()}
+        return predictions_from_probabilities(probs, self.config.labels, len(texts))
 
     def token_count(self, text: str) -> int:
         return len(self.tokenizer(self.config.text_prefix + normalize(text), truncation=False)["input_ids"])
