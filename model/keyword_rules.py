@@ -56,6 +56,10 @@ class KeywordRules:
                 return code
         return LABELS.categories[0]
 
+    def critical_cue(self, text: str) -> str | None:
+        """The first critical cue (harm, safety, regulator, legal, media) in ``text``, or None."""
+        return next((cue for cue in self.critical_cues if cue in text), None)
+
     def severity(self, text: str, category: str) -> str:
         if _contains_any(text, self.critical_cues):
             return "critical"

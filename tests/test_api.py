@@ -14,9 +14,11 @@ from pydantic import ValidationError
 from api.app import create_app
 from api.decision_store import open_store
 from api.request_log import JsonFormatter
+from api.schemas import TriageRequest
 from api.settings import Settings
 from api.sla_policy import parse_timestamp
 from model.keyword_rules import KeywordClassifier
+from model.prediction import TextPrediction, one_label_distribution
 from tests.api_test_server import serve_in_thread
 
 EMBEDDED_VERSION = json.loads((Path(__file__).resolve().parents[1] / "model" / "default" / "triager_config.json").read_text(encoding="utf-8"))["version"]
@@ -161,6 +163,33 @@ def test_critical_goes_to_emergency_queue(http):
     assert body["queue"] == "emergency"
     assert body["sla"]["first_response_due"] == "2026-03-11T00:05:00+08:00"
     assert "critical_severity" in body["review_reasons"]
+
+
+class ConfidentHighClassifier:
+    """Always C / high / negative with high confidence: a model that misses a critical case."""
+
+    version = "confident-high-1"
+
+    def predict(self, texts):
+        return [TextPrediction(category=one_label_distribution("category", "C", 0.95),
+                               severity=one_label_distribution("severity", "high", 0.95),
+                               sentiment=one_label_distribution("sentiment", "negative", 0.95)) for _ in texts]
+
+
+def test_a_critical_cue_the_model_calls_lower_goes_to_human_review():
+    from api.triage_service import TriageService
+
+    decisions = open_store("sqlite:///:memory:")
+    service = TriageService(settings(), decisions, classifier=ConfidentHighClassifier())
+    try:
+        flagged, plain = service.triage_many([TriageRequest(text="用了你们的面霜脸过敏了，红肿一片"),
+                                              TriageRequest(text="杯子收到就裂了一条缝")])
+    finally:
+        service.close()
+        decisions.close()
+    assert flagged.severity.label == "high"  # the label is the model's; only the review flag changes
+    assert flagged.needs_human_review and flagged.review_reasons == ["critical_cue: 过敏"]
+    assert not plain.needs_human_review and plain.review_reasons == []
 
 
 def test_traditional_and_full_width_text_is_normalised(http):
