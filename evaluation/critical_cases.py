@@ -25,7 +25,6 @@ resolved rows (``text`` + labels + ``source``) for ``triage evaluate --data FILE
 from __future__ import annotations
 
 import argparse
-import csv
 import hashlib
 import json
 import sys
@@ -33,10 +32,9 @@ from pathlib import Path
 from typing import Iterator
 
 from data.label_schema import HEADS, LabelSchema
+from training.weak_labels import CORPORA, CorpusTurn, corpus_turns, file_turns
 
 DEFAULT_CASES_PATH = Path(__file__).resolve().parent.parent / "data" / "critical_cases.jsonl"
-CORPORA = ("jddc", "taobao_ecd", "online_shopping_10_cats", "waimai_10k")
-REVIEW_CORPORA = ("online_shopping_10_cats", "waimai_10k")
 REQUIRED_FIELDS = ("ref", "sha256", *HEADS, "why")
 
 
@@ -48,62 +46,15 @@ def sha256_text(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-# --- customer words of one corpus line (the splits of training.weak_labels' readers) --------------
-
-def _jddc_segments(line: str) -> dict[int, str]:
-    segments = [s.strip() for s in line.split(",") if s.strip()]  # as weak_labels._read_jddc
-    return {0: segments[0], -1: segments[-1]} if segments else {}
-
-
-def _ecd_turns(line: str) -> dict[int, str]:
-    fields = line.split("\t")
-    # as weak_labels._read_ecd: fields[1:-1:2] (after the match label; the last field is the candidate reply)
-    return {i: fields[i] for i in range(1, len(fields) - 1, 2)}
-
-
-def _text_lines(path: Path) -> list[str]:
-    return path.read_text(encoding="utf-8", errors="replace").splitlines()  # as the readers split lines
-
-
-def _csv_records(path: Path) -> Iterator[tuple[int, dict]]:
-    """(1-based line, row) of every record the review readers would use."""
-    with path.open(encoding="utf-8-sig", errors="replace", newline="") as f:
-        reader = csv.DictReader(f)
-        for row in reader:
-            if row.get("review") and row.get("label") in ("0", "1"):  # as weak_labels._read_shop/_read_waimai
-                yield reader.line_num, row
-
-
-def _corpus_files(root: Path, corpus: str) -> list[Path]:
-    folder = root / corpus
-    if corpus == "jddc":
-        return [folder / "train_enc.txt"] if (folder / "train_enc.txt").is_file() else []
-    return sorted(folder.glob("*.txt" if corpus == "taobao_ecd" else "*.csv"))
-
-
 def iter_customer_texts(corpus_dir: str | Path) -> Iterator[tuple[dict, str, str]]:
-    """(ref, text, source) for every customer text of the corpora present in ``corpus_dir``.
-
-    Not de-duplicated: a JDDC segment recurs in the overlapping windows. ``source`` is the weak-label
-    source name (jddc, ecd, shop:<cat>, waimai).
-    """
-    root = Path(corpus_dir)
-    for corpus in CORPORA:
-        for path in _corpus_files(root, corpus):
-            rel = path.relative_to(root).as_posix()
-            if corpus in REVIEW_CORPORA:
-                for line, row in _csv_records(path):
-                    source = f"shop:{row.get('cat', '')}" if corpus == "online_shopping_10_cats" else "waimai"
-                    yield _ref(corpus, rel, line, None), row["review"], source
-                continue
-            split, source = (_jddc_segments, "jddc") if corpus == "jddc" else (_ecd_turns, "ecd")
-            for line_no, line in enumerate(_text_lines(path), start=1):
-                for segment, text in split(line).items():
-                    yield _ref(corpus, rel, line_no, segment), text, source
+    """(ref, text, source) for every customer text of the corpora present in ``corpus_dir``: the texts
+    training.weak_labels reads, with where they stand. Not de-duplicated."""
+    for turn in corpus_turns(corpus_dir):
+        yield _ref(turn), turn.text, turn.source
 
 
-def _ref(corpus: str, file: str, line: int, segment: int | None) -> dict:
-    return {"corpus": corpus, "file": file, "line": line, "segment": segment}
+def _ref(turn: CorpusTurn) -> dict:
+    return {"corpus": turn.corpus, "file": turn.file, "line": turn.line, "segment": turn.segment}
 
 
 class _Resolver:
@@ -111,7 +62,7 @@ class _Resolver:
 
     def __init__(self, corpus_dir: str | Path) -> None:
         self.root = Path(corpus_dir)
-        self.files: dict[str, dict[int, tuple[dict, str]]] = {}
+        self.files: dict[str, dict[int, dict[int | None, CorpusTurn]]] = {}  # file -> line -> segment -> turn
 
     def resolve(self, ref: dict) -> tuple[str, str]:
         """(text, source) of ``ref``; raises KeyError with the reason when it does not resolve."""
@@ -125,24 +76,16 @@ class _Resolver:
             path = self.root / file
             if not path.is_file():
                 raise KeyError(f"{path}: no such file")
-            lines = self.files[file] = self._read(corpus, path)
+            lines = self.files[file] = {}
+            for turn in file_turns(self.root, corpus, path):
+                lines.setdefault(turn.line, {})[turn.segment] = turn
         line, segment = ref.get("line"), ref.get("segment")
         if line not in lines:
             raise KeyError(f"{file} has no usable line {line!r}")
-        texts, source = lines[line]
-        if segment not in texts:
-            raise KeyError(f"{file} line {line} has no customer segment {segment!r} (it has {sorted(texts, key=str)})")
-        return texts[segment], source
-
-    @staticmethod
-    def _read(corpus: str, path: Path) -> dict[int, tuple[dict, str]]:
-        if corpus in REVIEW_CORPORA:
-            return {
-                line: ({None: row["review"]}, f"shop:{row.get('cat', '')}" if corpus == "online_shopping_10_cats" else "waimai")
-                for line, row in _csv_records(path)
-            }
-        split, source = (_jddc_segments, "jddc") if corpus == "jddc" else (_ecd_turns, "ecd")
-        return {i: (split(line), source) for i, line in enumerate(_text_lines(path), start=1)}
+        if segment not in lines[line]:
+            raise KeyError(f"{file} line {line} has no customer segment {segment!r} (it has {sorted(lines[line], key=str)})")
+        turn = lines[line][segment]
+        return turn.text, turn.source
 
 
 # --- the committed cases -----------------------------------------------------------------------

@@ -222,58 +222,79 @@ def weak_label(rules: WeakRules, item: CorpusText) -> dict[str, str | None]:
 
 # --- reading the corpora -------------------------------------------------------------------------
 
+CORPORA = ("jddc", "taobao_ecd", "online_shopping_10_cats", "waimai_10k")
+REVIEW_CORPORA = ("online_shopping_10_cats", "waimai_10k")
+
+
+@dataclass(frozen=True)
+class CorpusTurn:
+    """One customer text as it stands in a corpus file, with where it stands."""
+
+    corpus: str               # one of CORPORA
+    file: str                 # path relative to the corpora folder, e.g. "jddc/train_enc.txt"
+    line: int                 # 1-based line of the file (for CSV: the line where the record ends)
+    segment: int | None       # JDDC: 0 (first) or -1 (last) segment; ECD: tab field index; reviews: None
+    text: str                 # raw, as in the file
+    source: str               # jddc | ecd | shop:<category> | waimai
+    corpus_label: int | None  # the reviews' own 1/0 sentiment, None for chats
+
+
 def read_corpora(corpus_dir: str | Path, max_chars: int = 160) -> Iterator[CorpusText]:
     """Every usable customer text of the corpora in ``corpus_dir`` (normalised, de-duplicated)."""
     root = Path(corpus_dir)
     if not root.is_dir():
         raise CorpusError(f"{root}: no such folder")
-    readers = {"jddc": _read_jddc, "taobao_ecd": _read_ecd, "online_shopping_10_cats": _read_shop, "waimai_10k": _read_waimai}
-    present = [name for name in readers if (root / name).is_dir()]
-    if not present:
-        raise CorpusError(f"{root}: none of the known corpora ({', '.join(readers)}) is in this folder")
+    if not any((root / name).is_dir() for name in CORPORA):
+        raise CorpusError(f"{root}: none of the known corpora ({', '.join(CORPORA)}) is in this folder")
     seen: set[str] = set()
-    for name in present:
-        for raw, source, label in readers[name](root / name):
-            text = normalize(raw)[:max_chars].strip()
-            if len(text) < 2 or text in seen:
-                continue
-            seen.add(text)
-            yield CorpusText(text, source, label)
+    for turn in corpus_turns(root):
+        text = normalize(turn.text)[:max_chars].strip()
+        if len(text) < 2 or text in seen:
+            continue
+        seen.add(text)
+        yield CorpusText(text, turn.source, turn.corpus_label)
 
 
-def _read_jddc(folder: Path) -> Iterator[tuple[str, str, int | None]]:
-    path = folder / "train_enc.txt"
-    if not path.is_file():
+def corpus_turns(corpus_dir: str | Path) -> Iterator[CorpusTurn]:
+    """Every customer text of the corpora present in ``corpus_dir``, raw and not de-duplicated (a JDDC
+    segment recurs in the overlapping windows), in a fixed order."""
+    root = Path(corpus_dir)
+    for corpus in CORPORA:
+        for path in corpus_files(root, corpus):
+            yield from file_turns(root, corpus, path)
+
+
+def corpus_files(root: Path, corpus: str) -> list[Path]:
+    folder = root / corpus
+    if corpus == "jddc":
+        return [folder / "train_enc.txt"] if (folder / "train_enc.txt").is_file() else []
+    return sorted(folder.glob("*.txt" if corpus == "taobao_ecd" else "*.csv"))
+
+
+def file_turns(root: Path, corpus: str, path: Path) -> Iterator[CorpusTurn]:
+    """The customer texts of one corpus file."""
+    file = path.relative_to(root).as_posix()
+    if corpus in REVIEW_CORPORA:
+        with path.open(encoding="utf-8-sig", errors="replace", newline="") as f:
+            reader = csv.DictReader(f)
+            for row in reader:
+                if row.get("review") and row.get("label") in ("0", "1"):
+                    source = f"shop:{row.get('cat', '')}" if corpus == "online_shopping_10_cats" else "waimai"
+                    yield CorpusTurn(corpus, file, reader.line_num, None, row["review"], source, int(row["label"]))
         return
-    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
-        segments = [s.strip() for s in line.split(",") if s.strip()]
-        # Speaker boundaries are lost inside the window; only its first and last segment are surely the customer's.
-        for segment in {segments[0], segments[-1]} if segments else ():
-            yield segment, "jddc", None
-
-
-def _read_ecd(folder: Path) -> Iterator[tuple[str, str, int | None]]:
-    for path in sorted(folder.glob("*.txt")):
-        for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+    for number, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), start=1):
+        if corpus == "jddc":
+            segments = [s.strip() for s in line.split(",") if s.strip()]
+            # Speaker boundaries are lost inside the window; only its first and last segment are surely the customer's.
+            turns = {0: segments[0], -1: segments[-1]} if segments else {}
+            source = "jddc"
+        else:
             fields = line.split("\t")
-            for turn in fields[1:-1:2]:  # after the match label: customer, agent, customer, …; last is the candidate reply
-                yield turn, "ecd", None
-
-
-def _read_shop(folder: Path) -> Iterator[tuple[str, str, int | None]]:
-    for path in sorted(folder.glob("*.csv")):
-        with path.open(encoding="utf-8-sig", errors="replace", newline="") as f:
-            for row in csv.DictReader(f):
-                if row.get("review") and row.get("label") in ("0", "1"):
-                    yield row["review"], f"shop:{row.get('cat', '')}", int(row["label"])
-
-
-def _read_waimai(folder: Path) -> Iterator[tuple[str, str, int | None]]:
-    for path in sorted(folder.glob("*.csv")):
-        with path.open(encoding="utf-8-sig", errors="replace", newline="") as f:
-            for row in csv.DictReader(f):
-                if row.get("review") and row.get("label") in ("0", "1"):
-                    yield row["review"], "waimai", int(row["label"])
+            # After the match label: customer, agent, customer, …; the last field is the candidate reply.
+            turns = {i: fields[i] for i in range(1, len(fields) - 1, 2)}
+            source = "ecd"
+        for segment, text in turns.items():
+            yield CorpusTurn(corpus, file, number, segment, text, source, None)
 
 
 # --- building training rows ----------------------------------------------------------------------
