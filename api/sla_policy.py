@@ -5,7 +5,6 @@ The policy (deadline table and working calendar) lives in ``data/sla_policy.toml
 
 from __future__ import annotations
 
-import tomllib
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta, timezone
 from pathlib import Path
@@ -13,6 +12,7 @@ from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from data.label_schema import LABELS, LabelSchema
+from data.toml_file import read_toml
 
 DEFAULT_POLICY_PATH = Path(__file__).resolve().parent.parent / "data" / "sla_policy.toml"
 Clock = Literal["business", "calendar"]
@@ -113,13 +113,7 @@ class SlaPolicy:
     @classmethod
     def load(cls, path: str | Path | None = None, labels: LabelSchema = LABELS) -> "SlaPolicy":
         path = Path(path) if path is not None else DEFAULT_POLICY_PATH
-        try:
-            with path.open("rb") as f:
-                raw = tomllib.load(f)
-        except FileNotFoundError as exc:
-            raise SlaPolicyError(f"SLA policy file not found: {path}") from exc
-        except tomllib.TOMLDecodeError as exc:
-            raise SlaPolicyError(f"{path}: not valid TOML: {exc}") from exc
+        raw = read_toml(path, "SLA policy", SlaPolicyError)
         try:
             return cls.from_dict(raw, labels)
         except SlaPolicyError as exc:

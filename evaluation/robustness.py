@@ -59,7 +59,6 @@ from __future__ import annotations
 import functools
 import random
 import re
-import tomllib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -69,6 +68,7 @@ import numpy as np
 from data.label_schema import HEADS, LABELS
 from data.pii_masking import mask_pii
 from data.text_normalization import normalize_text
+from data.toml_file import read_toml
 from evaluation.metrics import label_indices, macro_f1_rows
 from evaluation.predictions import predict_rows
 from model.prediction import Classifier
@@ -170,12 +170,7 @@ def _default_tables() -> PerturbationTables:
 
 
 def _load_tables(path: Path) -> PerturbationTables:
-    try:
-        doc = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ValueError(f"{path}: no such perturbation table file") from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise ValueError(f"{path}: not valid TOML: {exc}") from None
+    doc = read_toml(path, "perturbation table")
     problems: list[str] = []
     homophones = _word_table(doc, "homophones", problems)
     pinyin = _word_table(doc, "pinyin", problems)

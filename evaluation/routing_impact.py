@@ -23,7 +23,6 @@ Definitions
 from __future__ import annotations
 
 import math
-import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from data.label_schema import LABELS, LabelSchema
+from data.toml_file import read_toml
 
 __all__ = [
     "COST_HEADS",
@@ -70,18 +70,7 @@ class RoutingCosts:
     @classmethod
     def load(cls, path: str | Path | None = None, labels: LabelSchema = LABELS) -> "RoutingCosts":
         path = Path(path) if path is not None else DEFAULT_COSTS_PATH
-        try:
-            with path.open("rb") as f:
-                raw = tomllib.load(f)
-        except FileNotFoundError:
-            raise CostMatrixError(f"{path}: no such cost-matrix file") from None
-        except IsADirectoryError:
-            raise CostMatrixError(f"{path}: is a folder, expected a TOML cost-matrix file") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise CostMatrixError(f"{path}: not valid TOML: {exc}") from None
-        except (OSError, UnicodeDecodeError) as exc:
-            raise CostMatrixError(f"{path}: cannot read: {exc}") from None
-        return cls.from_dict(raw, str(path), labels)
+        return cls.from_dict(read_toml(path, "cost-matrix", CostMatrixError), str(path), labels)
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any], source: str = "<costs>", labels: LabelSchema = LABELS) -> "RoutingCosts":
