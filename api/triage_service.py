@@ -39,7 +39,7 @@ from api.sla_policy import SlaPolicy, parse_timestamp
 from data.label_schema import HEADS, LABELS
 from data.pii_masking import mask_pii
 from data.text_normalization import normalize_text
-from model.keyword_rules import KeywordClassifier, KeywordRules
+from model.keyword_rules import KeywordClassifier
 from model.prediction import Classifier, TextPrediction
 
 log = logging.getLogger("triage.service")
@@ -101,7 +101,7 @@ class TriageService:
         self.sla_policy = sla_policy or SlaPolicy.load(settings.sla_policy)
         self.replies = replies or ReplyTemplateLibrary.load(settings.reply_templates)
         self.fallback = KeywordClassifier()
-        self.critical_cue = KeywordRules.load().critical_cue
+        self.critical_cue = self.fallback.rules.critical_cue
         self._batcher = MicroBatcher(_predict_batch, max_batch=settings.max_model_batch,
                                      max_wait_s=settings.batch_wait_ms / 1000, on_batch=self.metrics.observe_model_batch)
         self._model: Classifier | None = None

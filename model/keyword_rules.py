@@ -61,7 +61,7 @@ class KeywordRules:
         return next((cue for cue in self.critical_cues if cue in text), None)
 
     def severity(self, text: str, category: str) -> str:
-        if _contains_any(text, self.critical_cues):
+        if self.critical_cue(text) is not None:
             return "critical"
         if _contains_any(text, self.high_cues):
             return "high"
