@@ -52,30 +52,34 @@ class CharNgramModel:
     ``labels`` maps a head to one label (or None: row not used for that head) per text. Logistic
     regression with ``class_weight="balanced"``; a head whose rows hold one class predicts it with
     probability 1; a schema label never seen in training gets probability 0. Deterministic.
+    Fitting uses scikit-learn; predicting does not (the features are computed here, the same as
+    scikit-learn's ``TfidfVectorizer(analyzer="char_wb", sublinear_tf=True)``, which a test checks),
+    so serving loads neither scikit-learn nor scipy.
     """
 
     def __init__(self, settings: NgramSettings | None = None) -> None:
         self.settings = settings or NgramSettings()
-        self.vectorizer = None
+        self.vocabulary: dict[str, int] | None = None
+        self.idf: np.ndarray | None = None
         # head -> (classes in coefficient-row order, coef [classes × features] or None, intercept or None)
         self.heads: dict[str, tuple[tuple[str, ...], np.ndarray | None, np.ndarray | None]] = {}
         self.n_train: dict[str, int] = {}
 
-    def _new_vectorizer(self, vocabulary: dict[str, int] | None = None):
-        from sklearn.feature_extraction.text import TfidfVectorizer
-
-        s = self.settings
-        return TfidfVectorizer(analyzer=s.analyzer, ngram_range=(s.ngram_min, s.ngram_max), sublinear_tf=True,
-                               lowercase=True, dtype=np.float32, vocabulary=vocabulary)
-
     def fit(self, texts: Sequence[str], labels: Mapping[str, Sequence[str | None]],
             sample_weight: Sequence[float] | None = None) -> "CharNgramModel":
+        from sklearn.feature_extraction.text import TfidfVectorizer
         from sklearn.linear_model import LogisticRegression
 
+        if self.settings.analyzer != "char_wb":
+            raise ValueError(f"only the char_wb analyzer is supported, not {self.settings.analyzer!r}")
         texts = list(texts)
         weights = np.ones(len(texts)) if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
-        self.vectorizer = self._new_vectorizer()
-        features = self.vectorizer.fit_transform(texts)
+        s = self.settings
+        vectorizer = TfidfVectorizer(analyzer="char_wb", ngram_range=(s.ngram_min, s.ngram_max), sublinear_tf=True,
+                                     lowercase=True, dtype=np.float32)
+        features = vectorizer.fit_transform(texts)
+        self.vocabulary = {gram: int(i) for gram, i in vectorizer.vocabulary_.items()}
+        self.idf = vectorizer.idf_.astype(np.float32)
         self.heads, self.n_train = {}, {}
         for head, column in labels.items():
             keep = [i for i, v in enumerate(column) if v is not None]
@@ -87,7 +91,6 @@ class CharNgramModel:
             if len(classes) == 1:
                 self.heads[head] = (classes, None, None)
                 continue
-            s = self.settings
             regression = LogisticRegression(C=s.C, class_weight="balanced", max_iter=s.max_iter, random_state=s.random_state)
             regression.fit(features[keep], y, sample_weight=weights[keep])
             coef, intercept = regression.coef_.astype(np.float32), regression.intercept_.astype(np.float32)
@@ -96,33 +99,45 @@ class CharNgramModel:
             self.heads[head] = (tuple(str(c) for c in regression.classes_), coef, intercept)
         return self
 
+    def features(self, text: str) -> tuple[np.ndarray, np.ndarray]:
+        """(feature indices, l2-normalised sublinear TF-IDF values) of one text; n-grams outside the vocabulary are dropped."""
+        counts: dict[int, int] = {}
+        for gram in char_wb_ngrams(text.lower(), self.settings.ngram_min, self.settings.ngram_max):
+            index = self.vocabulary.get(gram)
+            if index is not None:
+                counts[index] = counts.get(index, 0) + 1
+        if not counts:
+            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float64)
+        indices = np.fromiter(counts, dtype=np.int64, count=len(counts))
+        values = (1.0 + np.log(np.fromiter(counts.values(), dtype=np.float64, count=len(counts)))) * self.idf[indices]
+        return indices, values / np.linalg.norm(values)
+
     def probabilities(self, texts: Sequence[str]) -> dict[str, np.ndarray]:
         """Per head an n × schema-labels array of probabilities, in schema order."""
-        if self.vectorizer is None:
+        if self.vocabulary is None:
             raise RuntimeError("CharNgramModel used before fit() or load()")
-        features = self.vectorizer.transform(list(texts)) if texts else None
+        rows = [self.features(t) for t in texts]
         out = {}
         for head, (classes, coef, intercept) in self.heads.items():
             codes = LABELS.codes(head)
-            probs = np.zeros((len(texts), len(codes)))
+            probs = np.zeros((len(rows), len(codes)))
             columns = [codes.index(c) for c in classes]
             if coef is None:
                 probs[:, columns[0]] = 1.0
-            elif texts:
-                z = np.asarray(features @ coef.T, dtype=np.float64) + intercept
-                z = np.exp(z - z.max(axis=1, keepdims=True))
-                probs[:, columns] = z / z.sum(axis=1, keepdims=True)
+            elif rows:
+                z = np.stack([coef[:, idx].astype(np.float64) @ val for idx, val in rows]) + intercept
+                probs[:, columns] = softmax(z)
             out[head] = probs
         return out
 
     # -- files ---------------------------------------------------------------------------------------
 
     def save(self, folder: Path, blend: Mapping | None = None) -> None:
-        """Write the two files; ``blend`` (weights, temperatures) is stored with them."""
-        if self.vectorizer is None:
+        """Write the two files; ``blend`` (weights, temperatures, protected labels) is stored with them."""
+        if self.vocabulary is None:
             raise RuntimeError("CharNgramModel.save called before fit()")
-        vocabulary = sorted(self.vectorizer.vocabulary_, key=self.vectorizer.vocabulary_.get)
-        arrays = {"idf": self.vectorizer.idf_.astype(np.float32)}
+        vocabulary = sorted(self.vocabulary, key=self.vocabulary.get)
+        arrays = {"idf": self.idf.astype(np.float32)}
         heads = {}
         for head, (classes, coef, intercept) in self.heads.items():
             heads[head] = {"classes": list(classes), "n_train": self.n_train[head]}
@@ -143,24 +158,50 @@ class CharNgramModel:
                 arrays = {k: stored[k] for k in stored.files}
         except (OSError, ValueError) as exc:
             raise ValueError(f"{folder}: unreadable n-gram model ({exc})") from exc
+        try:
+            return cls._from_stored(meta, arrays)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"{folder}: damaged n-gram model ({type(exc).__name__}: {exc})") from exc
+
+    @classmethod
+    def _from_stored(cls, meta: dict, arrays: dict[str, np.ndarray]) -> tuple["CharNgramModel", dict]:
         if meta.get("format") != FORMAT:
-            raise ValueError(f"{folder / JSON_NAME}: format {meta.get('format')!r}, this code reads {FORMAT}")
+            raise ValueError(f"format {meta.get('format')!r}, this code reads {FORMAT}")
         model = cls(NgramSettings(**meta["settings"]))
         vocabulary = meta["vocabulary"]
-        if len(vocabulary) != len(arrays["idf"]):
-            raise ValueError(f"{folder}: {len(vocabulary)} n-grams but {len(arrays['idf'])} idf values")
-        model.vectorizer = model._new_vectorizer({gram: i for i, gram in enumerate(vocabulary)})
-        model.vectorizer.idf_ = arrays["idf"].astype(np.float64)
+        if len(vocabulary) != len(arrays["idf"]) or len(set(vocabulary)) != len(vocabulary):
+            raise ValueError(f"{len(vocabulary)} n-grams (distinct: {len(set(vocabulary))}) for {len(arrays['idf'])} idf values")
+        model.vocabulary = {gram: i for i, gram in enumerate(vocabulary)}
+        model.idf = arrays["idf"].astype(np.float32)
         for head, info in meta["heads"].items():
             classes = tuple(info["classes"])
-            if any(not LABELS.is_valid(head, c) for c in classes):
-                raise ValueError(f"{folder}: n-gram head {head} has classes {classes} outside the label schema")
+            if not classes or any(not LABELS.is_valid(head, c) for c in classes):
+                raise ValueError(f"head {head} has classes {classes} outside the label schema")
             coef, intercept = arrays.get(f"{head}.coef"), arrays.get(f"{head}.intercept")
-            if coef is not None and coef.shape != (len(classes), len(vocabulary)):
-                raise ValueError(f"{folder}: n-gram {head} coefficients have shape {coef.shape}")
+            if (coef is None) != (len(classes) == 1):
+                raise ValueError(f"head {head}: {len(classes)} classes but {'no' if coef is None else 'a'} coefficient matrix")
+            if coef is not None and (coef.shape != (len(classes), len(vocabulary)) or intercept.shape != (len(classes),)):
+                raise ValueError(f"head {head}: coefficients of shape {coef.shape}, intercept {intercept.shape}")
             model.heads[head] = (classes, coef, intercept)
             model.n_train[head] = int(info.get("n_train", 0))
         return model, meta.get("blend", {})
+
+
+def char_wb_ngrams(text: str, lo: int, hi: int) -> list[str]:
+    """Character n-grams (lo..hi) inside each whitespace-separated word padded with one space each side.
+
+    A padded word no longer than n gives itself once and stops the longer n-grams for that word:
+    scikit-learn's ``char_wb`` analyzer counts the same grams.
+    """
+    grams = []
+    for word in text.split():
+        padded = f" {word} "
+        for n in range(lo, hi + 1):
+            if len(padded) <= n:
+                grams.append(padded)
+                break
+            grams.extend(padded[i : i + n] for i in range(len(padded) - n + 1))
+    return grams
 
 
 @dataclass
