@@ -4,10 +4,12 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from api.cli import main
 from data.label_schema import LABELS
 from model.triager import Triager
+from training.pipeline import train_from_files
 from training.trainer import TrainConfig, fit_temperature
 
 MESSAGES = {
@@ -50,6 +52,11 @@ def test_training_writes_a_complete_model_folder(trained):
     assert "tiny-test" in card and "macro-F1" in card
     # Only the fine-tuned layer and the heads are stored, in fp16: far below the 470 MB base.
     assert (trained / "trained_weights.safetensors").stat().st_size < 5_000_000
+    # The character n-gram half of the blend, with its settings, beside the weights.
+    assert (trained / "char_ngram.json").is_file() and (trained / "char_ngram.npz").is_file()
+    assert info["ngram_blend"]["weight"] == 0.5
+    assert set(info["ngram_blend"]["eval_macro_f1"]) == {"category", "severity", "sentiment"}
+    assert "n-gram" in card and "blend temperature" in card
 
 
 def test_predict_contract(trained):
@@ -79,6 +86,39 @@ def test_same_seed_gives_the_same_model(trained, tmp_path):
     second = Triager.load(out).logits(["我的快递到哪了", "骗子"])
     for head in first:
         assert (first[head] - second[head]).abs().max() < 1e-4
+    assert (out / "char_ngram.npz").read_bytes() == (trained / "char_ngram.npz").read_bytes()
+    assert (out / "char_ngram.json").read_bytes() == (trained / "char_ngram.json").read_bytes()
+
+
+def test_ngram_weight_zero_serves_the_transformer_alone(tmp_path):
+    data = write_training_file(tmp_path / "train.jsonl")
+    out = tmp_path / "plain"
+    assert main(["train", "--data", str(data), "--out", str(out), "--num-layers", "1", "--trained-layers", "1",
+                 "--epochs", "1", "--batch-size", "8", "--max-length", "32", "--seed", "7", "--ngram-weight", "0"]) == 0
+    assert not (out / "char_ngram.json").exists() and not (out / "char_ngram.npz").exists()
+    triager = Triager.load(out)
+    assert triager.ngram is None
+    texts = ["我的快递到哪了", "骗子"]
+    logits = triager.logits(texts)
+    for text_index, prediction in enumerate(triager.predict(texts)):
+        for head, values in logits.items():
+            expected = torch.softmax(values[text_index] / triager.config.temperatures[head], dim=-1).tolist()
+            assert list(prediction.head(head).scores.values()) == pytest.approx(expected, abs=1e-6)
+
+
+def test_transformer_from_refits_only_the_blend(trained, tmp_path):
+    data = write_training_file(tmp_path / "train.jsonl")
+    settings = TrainConfig(num_layers=1, trained_layers=1, epochs=2, batch_size=8, max_length=32, seed=7, ngram_weight=0.3)
+    run = train_from_files([data], tmp_path / "reused", config=settings, version="tiny-reused", transformer_from=trained,
+                           log=lambda message: None)
+    assert run.result.history == json.loads((trained / "training_info.json").read_text(encoding="utf-8"))["history"]
+    reused, original = Triager.load(tmp_path / "reused"), Triager.load(trained)
+    assert reused.version == "tiny-reused" and reused.ngram.weights["category"] == 0.3
+    for head, values in reused.logits(["骗子卖假货"]).items():
+        assert (values - original.logits(["骗子卖假货"])[head]).abs().max() < 1e-6
+    other = TrainConfig(num_layers=1, trained_layers=1, epochs=3, batch_size=8, max_length=32, seed=7)
+    with pytest.raises(ValueError, match="epochs"):
+        train_from_files([data], tmp_path / "other", config=other, transformer_from=trained, log=lambda message: None)
 
 
 def test_cli_predict_with_trained_model(trained, tmp_path):
@@ -113,6 +153,8 @@ def test_train_rejects_bad_settings(tmp_path, capsys):
     data = write_training_file(tmp_path / "train.jsonl")
     assert main(["train", "--data", str(data), "--out", str(tmp_path / "m"), "--trained-layers", "9", "--num-layers", "6"]) == 2
     assert "trained_layers" in capsys.readouterr().err
+    assert main(["train", "--data", str(data), "--out", str(tmp_path / "m"), "--ngram-weight", "1"]) == 2
+    assert "ngram_weight" in capsys.readouterr().err
     (tmp_path / "full").mkdir()
     (tmp_path / "full" / "x").write_text("keep me")
     assert main(["train", "--data", str(data), "--out", str(tmp_path / "full")]) == 2
@@ -152,3 +194,16 @@ def test_repeat_column_oversamples_rows_per_epoch():
     assert _epoch_pool(plain) == [0, 1, 2]
     weighted = plain.add_column("repeat", [1, 3, 0])
     assert sorted(_epoch_pool(weighted)) == [0, 1, 1, 1, 2]
+
+
+def test_saving_without_a_blend_removes_a_stale_one(trained, tmp_path):
+    import shutil
+
+    folder = tmp_path / "copy"
+    shutil.copytree(trained, folder)
+    triager = Triager.load(folder)
+    assert triager.ngram is not None
+    triager.ngram = None
+    triager.save(folder)
+    assert not (folder / "char_ngram.json").exists() and not (folder / "char_ngram.npz").exists()
+    assert Triager.load(folder).ngram is None
