@@ -262,7 +262,7 @@ class TriageService:
         if prediction.severity.label == "critical":
             reasons.append("critical_severity")
         elif (cue := self.critical_cue(text)) is not None:
-            # A safety net for the costliest miss: the model is not sure enough of critical cases (41% recall
+            # A safety net for the costliest miss: the model is not sure enough of critical cases (42% recall
             # on the labelled corpus cases); a human looks at every message with a critical cue it calls lower.
             reasons.append(f"critical_cue: {cue}")
         return reasons
