@@ -5,9 +5,9 @@ transformer fine-tuned on a few thousand rows can miss, and the transformer sees
 n-grams cannot: on the held-out dev half their blend beats either alone on every head
 (evaluation/experiments.md, run 8). A model folder may hold one beside the transformer:
 
-* ``char_ngram.json``: format, settings, per-head classes and blend weight, blend temperatures, the
-  n-gram vocabulary in feature order;
-* ``char_ngram.npz``: idf vector and per-head coefficients / intercepts (float32, no pickle).
+* ``char_ngram.json``: format, settings, per-head classes, blend weights, temperatures and protected labels;
+* ``char_ngram.npz``: the n-gram vocabulary in feature order (a JSON list, as UTF-8 bytes), the idf vector,
+  per-head coefficients (float16: the folder stays small) and intercepts; plain arrays, no pickle.
 
 Blend, per head: ``z = (1 - w) * transformer_logits / T_transformer + w * log p_ngram`` and the
 probabilities are ``softmax(z / T_blend)``; ``T_blend`` is fitted on the validation rows. The blend
@@ -31,7 +31,7 @@ from data.label_schema import LABELS
 
 JSON_NAME = "char_ngram.json"
 ARRAYS_NAME = "char_ngram.npz"
-FORMAT = 1
+FORMAT = 2
 # Probability floor of the n-gram side inside the blend: a label it never saw must not veto the transformer.
 BLEND_FLOOR = 1e-6
 
@@ -41,6 +41,8 @@ class NgramSettings:
     analyzer: str = "char_wb"
     ngram_min: int = 1
     ngram_max: int = 3
+    # An n-gram must occur in this many training texts to become a feature.
+    min_df: int = 1
     C: float = 10.0
     max_iter: int = 5000
     random_state: int = 0
@@ -76,7 +78,7 @@ class CharNgramModel:
         weights = np.ones(len(texts)) if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
         s = self.settings
         vectorizer = TfidfVectorizer(analyzer="char_wb", ngram_range=(s.ngram_min, s.ngram_max), sublinear_tf=True,
-                                     lowercase=True, dtype=np.float32)
+                                     lowercase=True, dtype=np.float32, min_df=s.min_df)
         features = vectorizer.fit_transform(texts)
         self.vocabulary = {gram: int(i) for gram, i in vectorizer.vocabulary_.items()}
         self.idf = vectorizer.idf_.astype(np.float32)
@@ -93,7 +95,8 @@ class CharNgramModel:
                 continue
             regression = LogisticRegression(C=s.C, class_weight="balanced", max_iter=s.max_iter, random_state=s.random_state)
             regression.fit(features[keep], y, sample_weight=weights[keep])
-            coef, intercept = regression.coef_.astype(np.float32), regression.intercept_.astype(np.float32)
+            # Kept (and saved) in float16: half the size, and the model that predicts is the model that is saved.
+            coef, intercept = regression.coef_.astype(np.float16), regression.intercept_.astype(np.float32)
             if len(classes) == 2:  # sklearn keeps one row for two classes: the second class's logit
                 coef, intercept = np.vstack([np.zeros_like(coef), coef]), np.concatenate([[0.0], intercept]).astype(np.float32)
             self.heads[head] = (tuple(str(c) for c in regression.classes_), coef, intercept)
@@ -137,17 +140,17 @@ class CharNgramModel:
         if self.vocabulary is None:
             raise RuntimeError("CharNgramModel.save called before fit()")
         vocabulary = sorted(self.vocabulary, key=self.vocabulary.get)
-        arrays = {"idf": self.idf.astype(np.float32)}
+        arrays = {"vocabulary": np.frombuffer(json.dumps(vocabulary, ensure_ascii=False).encode("utf-8"), dtype=np.uint8),
+                  "idf": self.idf.astype(np.float32)}
         heads = {}
         for head, (classes, coef, intercept) in self.heads.items():
             heads[head] = {"classes": list(classes), "n_train": self.n_train[head]}
             if coef is not None:
                 arrays[f"{head}.coef"], arrays[f"{head}.intercept"] = coef, intercept
-        meta = {"format": FORMAT, "settings": self.settings.__dict__, "heads": heads, "blend": dict(blend or {}),
-                "vocabulary": vocabulary}
+        meta = {"format": FORMAT, "settings": self.settings.__dict__, "heads": heads, "blend": dict(blend or {})}
         folder.mkdir(parents=True, exist_ok=True)
         np.savez_compressed(folder / ARRAYS_NAME, **arrays)
-        (folder / JSON_NAME).write_text(json.dumps(meta, ensure_ascii=False) + "\n", encoding="utf-8")
+        (folder / JSON_NAME).write_text(json.dumps(meta, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
 
     @classmethod
     def load(cls, folder: Path) -> tuple["CharNgramModel", dict]:
@@ -168,7 +171,9 @@ class CharNgramModel:
         if meta.get("format") != FORMAT:
             raise ValueError(f"format {meta.get('format')!r}, this code reads {FORMAT}")
         model = cls(NgramSettings(**meta["settings"]))
-        vocabulary = meta["vocabulary"]
+        vocabulary = json.loads(arrays["vocabulary"].tobytes().decode("utf-8"))
+        if not isinstance(vocabulary, list) or not all(isinstance(g, str) for g in vocabulary):
+            raise ValueError("the vocabulary is not a list of strings")
         if len(vocabulary) != len(arrays["idf"]) or len(set(vocabulary)) != len(vocabulary):
             raise ValueError(f"{len(vocabulary)} n-grams (distinct: {len(set(vocabulary))}) for {len(arrays['idf'])} idf values")
         model.vocabulary = {gram: i for i, gram in enumerate(vocabulary)}

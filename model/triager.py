@@ -105,7 +105,8 @@ class Triager:
         self.version = config.version
 
     @classmethod
-    def load(cls, folder: str | Path, cache_dir: str | Path | None = None) -> "Triager":
+    def load(cls, folder: str | Path, cache_dir: str | Path | None = None, with_ngram: bool = True) -> "Triager":
+        """The model of ``folder``; ``with_ngram=False`` leaves out its n-gram blend (the transformer alone)."""
         from model.base_encoder import build_base_encoder
 
         folder = Path(folder)
@@ -126,7 +127,7 @@ class Triager:
             raise ValueError(f"{folder}: weights for unknown parameters {unexpected[:5]}")
         net.load_state_dict({k: v.to(own[k].dtype) for k, v in trained.items()}, strict=False)
         tokenizer = AutoTokenizer.from_pretrained(base)
-        return cls(net, tokenizer, config, NgramBlend.load(folder))
+        return cls(net, tokenizer, config, NgramBlend.load(folder) if with_ngram else None)
 
     def save(self, folder: str | Path) -> Path:
         folder = Path(folder)

@@ -114,8 +114,7 @@ def _trained_transformer(folder: Path, config: TrainConfig, version: str, log: C
     if trained_with != wanted:
         differ = sorted(k for k in wanted if trained_with.get(k) != wanted[k])
         raise ValueError(f"{folder} was trained with other settings ({', '.join(differ)}); cannot reuse its transformer")
-    triager = Triager.load(folder)
-    triager.ngram = None
+    triager = Triager.load(folder, with_ngram=False)
     triager.config.version = triager.version = version
     log(f"reusing the fine-tuned transformer of {folder} (trained {info['trained_at']})")
     return TrainResult(triager, info["history"], info["best_epoch"], info["eval_macro_f1"],
