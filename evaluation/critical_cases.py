@@ -4,16 +4,8 @@
 that were hand-labelled per ``LABELING.md`` because a critical-severity keyword occurs in them: the
 critical cases (harm suffered, fire/smoke/shock, legal action, regulator or media) and hard negatives
 (the same keywords in texts that are not critical). The corpus licences forbid copying the texts into
-the repository, so each row holds only a reference and the SHA-256 of the customer text::
-
-    {"ref": {"corpus": "jddc", "file": "jddc/train_enc.txt", "line": 12, "segment": -1},
-     "sha256": "…", "category": "D", "severity": "critical", "sentiment": "negative", "why": "…"}
-
-``line`` is 1-based (for the CSV files the header is line 1; no record there spans lines). ``segment``
-says which customer words of the line, indexed as :mod:`training.weak_labels` reads them: for JDDC the
-index into the line's non-empty comma-separated segments, ``0`` (first) or ``-1`` (last); for Taobao
-ECD the index into the tab-separated fields (1, 3, 5, …: the customer turns); ``null`` for the reviews.
-The text is the customer text exactly as the weak-label readers yield it (before normalisation).
+the repository, so each row holds only a reference, the SHA-256 of the customer text, the labels and why
+(format: :mod:`training.corpus_refs`).
 
 These texts are an evaluation set: they must never be trained on. :func:`critical_texts` gives them
 to training's held-out filter (``training.pipeline``'s ``corpus_exclude``, ``weak_rows(held_out_texts=…)``).
@@ -25,120 +17,31 @@ resolved rows (``text`` + labels + ``source``) for ``triage evaluate --data FILE
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import sys
 from pathlib import Path
-from typing import Iterator
 
-from data.label_schema import HEADS, LabelSchema
-from training.weak_labels import CORPORA, CorpusTurn, corpus_turns, file_turns
+from data.label_schema import HEADS
+from training.corpus_refs import CorpusRefError, iter_customer_texts, read_refs, resolve_refs, sha256_text
+
+__all__ = ["CriticalCaseError", "DEFAULT_CASES_PATH", "critical_texts", "iter_customer_texts", "load_critical_cases",
+           "read_cases", "sha256_text"]
 
 DEFAULT_CASES_PATH = Path(__file__).resolve().parent.parent / "data" / "critical_cases.jsonl"
 REQUIRED_FIELDS = ("ref", "sha256", *HEADS, "why")
+CriticalCaseError = CorpusRefError
 
-
-class CriticalCaseError(ValueError):
-    """A committed case cannot be used: malformed row, reference that no longer resolves, or changed text."""
-
-
-def sha256_text(text: str) -> str:
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
-
-
-def iter_customer_texts(corpus_dir: str | Path) -> Iterator[tuple[dict, str, str]]:
-    """(ref, text, source) for every customer text of the corpora present in ``corpus_dir``: the texts
-    training.weak_labels reads, with where they stand. Not de-duplicated."""
-    for turn in corpus_turns(corpus_dir):
-        yield _ref(turn), turn.text, turn.source
-
-
-def _ref(turn: CorpusTurn) -> dict:
-    return {"corpus": turn.corpus, "file": turn.file, "line": turn.line, "segment": turn.segment}
-
-
-class _Resolver:
-    """Reads each corpus file once and answers refs into it."""
-
-    def __init__(self, corpus_dir: str | Path) -> None:
-        self.root = Path(corpus_dir)
-        self.files: dict[str, dict[int, dict[int | None, CorpusTurn]]] = {}  # file -> line -> segment -> turn
-
-    def resolve(self, ref: dict) -> tuple[str, str]:
-        """(text, source) of ``ref``; raises KeyError with the reason when it does not resolve."""
-        corpus, file = ref.get("corpus"), ref.get("file")
-        if corpus not in CORPORA:
-            raise KeyError(f"unknown corpus {corpus!r} (expected one of {list(CORPORA)})")
-        if not isinstance(file, str) or not file.startswith(f"{corpus}/") or ".." in Path(file).parts:
-            raise KeyError(f"file {file!r} is not inside the {corpus}/ folder")
-        lines = self.files.get(file)
-        if lines is None:
-            path = self.root / file
-            if not path.is_file():
-                raise KeyError(f"{path}: no such file")
-            lines = self.files[file] = {}
-            for turn in file_turns(self.root, corpus, path):
-                lines.setdefault(turn.line, {})[turn.segment] = turn
-        line, segment = ref.get("line"), ref.get("segment")
-        if line not in lines:
-            raise KeyError(f"{file} has no usable line {line!r}")
-        if segment not in lines[line]:
-            raise KeyError(f"{file} line {line} has no customer segment {segment!r} (it has {sorted(lines[line], key=str)})")
-        turn = lines[line][segment]
-        return turn.text, turn.source
-
-
-# --- the committed cases -----------------------------------------------------------------------
 
 def read_cases(path: str | Path = DEFAULT_CASES_PATH) -> list[dict]:
-    """The committed rows (references, hashes and labels; no texts), checked for shape and label codes."""
-    path = Path(path)
-    schema = LabelSchema.load()
-    rows = []
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        where = f"{path.name} row {n}"
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise CriticalCaseError(f"{where}: not JSON ({exc})") from None
-        missing = [k for k in REQUIRED_FIELDS if k not in row]
-        if missing:
-            raise CriticalCaseError(f"{where}: missing {missing}")
-        if "text" in row:
-            raise CriticalCaseError(f"{where}: holds a text; only references may be committed")
-        for head in HEADS:
-            if row[head] not in schema.codes(head):
-                raise CriticalCaseError(f"{where}: {head} {row[head]!r} is not one of {list(schema.codes(head))}")
-        rows.append({**row, "_row": n})
-    return rows
+    """The committed cases (references, hashes, labels and why; no texts), checked for shape and label codes."""
+    return read_refs(path, REQUIRED_FIELDS)
 
 
 def load_critical_cases(corpus_dir: str | Path, cases_path: str | Path = DEFAULT_CASES_PATH) -> list[dict]:
     """The committed cases with their texts: ``text``, ``category``, ``severity``, ``sentiment``, ``source``,
     ``ref``, ``why``. Raises :class:`CriticalCaseError` naming the row when a reference does not resolve
     in ``corpus_dir`` or the text there no longer has the committed SHA-256."""
-    if not Path(corpus_dir).is_dir():
-        raise CriticalCaseError(f"{corpus_dir}: no such corpus folder")
-    resolver = _Resolver(corpus_dir)
-    resolved = []
-    for row in read_cases(cases_path):
-        where = f"{Path(cases_path).name} row {row['_row']} ({json.dumps(row['ref'], ensure_ascii=False)})"
-        try:
-            text, source = resolver.resolve(row["ref"])
-        except KeyError as exc:
-            raise CriticalCaseError(f"{where}: reference does not resolve: {exc.args[0]}") from None
-        if sha256_text(text) != row["sha256"]:
-            raise CriticalCaseError(f"{where}: the text at this reference changed (sha256 differs)")
-        resolved.append({
-            "text": text,
-            **{head: row[head] for head in HEADS},
-            "source": f"critical_cases:{source}",
-            "ref": row["ref"],
-            "why": row["why"],
-        })
-    return resolved
+    return resolve_refs(corpus_dir, cases_path, REQUIRED_FIELDS, source_prefix="critical_cases:")
 
 
 def critical_texts(corpus_dir: str | Path, cases_path: str | Path = DEFAULT_CASES_PATH) -> set[str]:
