@@ -4,8 +4,10 @@ Training data: the hand-labelled real messages of `train.jsonl` and of the train
 (the fixed split of `training/dev_split.py`; the held-out part, listed in `data/dev_holdout_ids.txt`, is
 never trained on) plus the team-written messages in `data/team_written/`. A fixed stratified 20% of those
 real rows (seed 13) is held out for early stopping and temperature calibration, so the calibration is
-fitted on real messages. With `--corpus`, weak-labelled corpus rows are added and any corpus text that is
-(or contains, or is contained in) a `dev.jsonl` text or a case of `data/critical_cases.jsonl` is left out.
+fitted on real messages. With `--corpus`, weak-labelled corpus rows are added (and with `--labeled-corpus`
+the real corpus messages labelled per LABELING.md in `data/labeled_corpus.jsonl`, references resolved in the
+corpora), and any corpus text that is (or contains, or is contained in) a `dev.jsonl` text or a case of
+`data/critical_cases.jsonl` is left out.
 """
 
 from __future__ import annotations
@@ -17,14 +19,21 @@ import sys
 import tempfile
 from pathlib import Path
 
+from data.label_schema import HEADS
+from data.text_normalization import normalize
 from evaluation.critical_cases import critical_texts
 from training.augmentation import augmented_rows
+from training.corpus_refs import resolve_refs
 from training.dataset_io import load_labelled, stratified_split
 from training.dev_split import split as split_dev
 from training.pipeline import train_from_files
 from training.trainer import TrainConfig
+from training.weak_labels import HeldOut
 
-TEAM_WRITTEN = sorted((Path(__file__).resolve().parent.parent / "data" / "team_written").glob("*.jsonl"))
+DATA = Path(__file__).resolve().parent.parent / "data"
+TEAM_WRITTEN = sorted((DATA / "team_written").glob("*.jsonl"))
+# Real corpus messages labelled per LABELING.md, committed as references (training/corpus_refs.py).
+LABELED_CORPUS = DATA / "labeled_corpus.jsonl"
 DEFAULT_CONFIG = TrainConfig(epochs=5, lr=6e-5, num_layers=12, trained_layers=6, max_length=128, seed=13)
 VALIDATION_FRACTION = 0.2
 # Each real hand-labelled row is seen this many times per epoch, against once for a team-written row.
@@ -45,6 +54,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=DEFAULT_CONFIG.epochs)
     parser.add_argument("--augment", type=float, default=AUGMENT_FRACTION, help="share of training rows given a perturbed copy (0 = none)")
     parser.add_argument("--no-dev-part", action="store_true", help="do not train on the training part of dev.jsonl")
+    parser.add_argument("--labeled-corpus", action=argparse.BooleanOptionalAction, default=False,
+                        help="with --corpus: also train on the labelled corpus messages of data/labeled_corpus.jsonl")
     parser.add_argument("--ngram-weight", type=float, default=DEFAULT_CONFIG.ngram_weight,
                         help="share of the character n-gram model in each answer (0 = transformer alone)")
     parser.add_argument("--transformer-from", type=Path, default=None, metavar="DIR",
@@ -71,6 +82,9 @@ def main(argv: list[str] | None = None) -> int:
         _write_jsonl(train_part, train_file)
         _write_jsonl(validation_part, validation_file)
         train_files = [train_file, *TEAM_WRITTEN]
+        if args.corpus is not None and args.labeled_corpus:
+            labelled_texts = [*rows["text"], *load_labelled([str(p) for p in TEAM_WRITTEN])[0]["text"]]
+            train_files.append(_labeled_corpus_file(args.corpus, held_out_texts, labelled_texts, Path(tmp)))
         if args.augment > 0:
             written, _ = load_labelled([str(p) for p in TEAM_WRITTEN])
             originals = [_labelled_row(row) for ds in (train_part, written) for row in ds]
@@ -84,6 +98,19 @@ def main(argv: list[str] | None = None) -> int:
                          corpus_dir=args.corpus, corpus_rows=args.corpus_rows, corpus_exclude=held_out_texts,
                          transformer_from=args.transformer_from)
     return 0
+
+
+def _labeled_corpus_file(corpus: Path, held_out_texts: list[str], labelled_texts: list[str], tmp: Path) -> Path:
+    """The labelled corpus messages as a training file. Left out: any that is (or contains, or is in) a held-out
+    text, and any whose text is already a training row (labelled there, perhaps differently: 从哪里发货的)."""
+    held_out, labelled = HeldOut(held_out_texts), set(labelled_texts)
+    rows = [row for row in resolve_refs(corpus, LABELED_CORPUS)
+            if normalize(row["text"]) not in held_out and normalize(row["text"]) not in labelled]
+    path = tmp / "labeled_corpus.jsonl"
+    path.write_text("".join(json.dumps({"text": row["text"], **{h: row[h] for h in HEADS}}, ensure_ascii=False) + "\n"
+                            for row in rows), encoding="utf-8")
+    print(f"labelled corpus messages: {len(rows)} rows from {LABELED_CORPUS.name}", file=sys.stderr)
+    return path
 
 
 def _labelled_row(row: dict) -> dict:

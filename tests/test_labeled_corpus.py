@@ -1,0 +1,41 @@
+"""data/labeled_corpus.jsonl: real corpus messages labelled per LABELING.md, committed as references only.
+
+They train the default model, so none may be a dev text (held out or not) or a critical case (an
+evaluation set), and the committed file must hold no text. Resolution is checked against
+``../shared/data/corpora`` where that folder exists.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from data.text_normalization import normalize
+from evaluation.critical_cases import critical_texts, read_cases
+from training.corpus_refs import read_refs, resolve_refs
+from training.default_recipe import LABELED_CORPUS
+from training.weak_labels import HeldOut
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared" / "data"
+
+
+def test_committed_rows_are_references_with_valid_labels() -> None:
+    rows = read_refs(LABELED_CORPUS)  # raises on a text, a missing field or an unknown label
+    assert len(rows) >= 500
+    refs = [json.dumps(r["ref"], sort_keys=True) for r in rows]
+    assert len(set(refs)) == len(refs), "a reference is listed twice"
+    assert len({r["sha256"] for r in rows}) == len(rows), "the same text is listed twice"
+    assert {r["category"] for r in rows} == {"A", "B", "C", "D"}
+    critical_refs = {json.dumps(r["ref"], sort_keys=True) for r in read_cases()}
+    assert critical_refs.isdisjoint(refs), "a critical case (evaluation set) is in the training references"
+
+
+@pytest.mark.skipif(not (SHARED / "corpora").is_dir(), reason=f"no {SHARED / 'corpora'} here")
+def test_rows_resolve_and_none_is_a_dev_text_or_critical_case() -> None:
+    rows = resolve_refs(SHARED / "corpora", LABELED_CORPUS)  # raises, naming the row, on a stale ref or changed text
+    dev = [json.loads(line)["text"] for line in (SHARED / "labeled" / "dev.jsonl").read_text(encoding="utf-8").splitlines() if line.strip()]
+    held_out = HeldOut(dev + sorted(critical_texts(SHARED / "corpora")))
+    assert [r["ref"] for r in rows if normalize(r["text"]) in held_out] == []
