@@ -207,3 +207,17 @@ def test_saving_without_a_blend_removes_a_stale_one(trained, tmp_path):
     triager.save(folder)
     assert not (folder / "char_ngram.json").exists() and not (folder / "char_ngram.npz").exists()
     assert Triager.load(folder).ngram is None
+
+
+def test_a_head_nobody_labelled_is_left_out_of_the_blend(tmp_path):
+    data = tmp_path / "category_only.jsonl"
+    data.write_text("".join(json.dumps({"text": t, "category": c}, ensure_ascii=False) + "\n"
+                            for c, texts in MESSAGES.items() for t in texts), encoding="utf-8")
+    out = tmp_path / "model"
+    assert main(["train", "--data", str(data), "--out", str(out), "--num-layers", "1", "--trained-layers", "1",
+                 "--epochs", "1", "--batch-size", "8", "--max-length", "32", "--seed", "7"]) == 0
+    triager = Triager.load(out)
+    assert set(triager.ngram.weights) == {"category"}
+    prediction = triager.predict(["骗子卖假货"])[0]
+    for head in ("category", "severity", "sentiment"):
+        assert abs(sum(prediction.head(head).scores.values()) - 1) < 1e-6

@@ -35,17 +35,18 @@ def fit_ngram_blend(triager: Triager, train_ds, eval_ds, weight: float, noise_fr
     column per head, None where unlabelled); a ``repeat`` column weights rows as training repeats them.
     """
     texts = list(train_ds["text"])
-    labels = {h: list(train_ds[h]) for h in HEADS}
+    # A head nobody labelled keeps the transformer's answer alone (its untrained output, as without a blend).
+    labels = {h: list(train_ds[h]) for h in HEADS if any(v is not None for v in train_ds[h])}
     weights = list(train_ds["repeat"]) if "repeat" in train_ds.column_names else [1] * len(texts)
     if noise_fraction > 0:
-        rows = ({"text": t, **{h: labels[h][i] for h in HEADS}} for i, t in enumerate(texts))
+        rows = ({"text": t, **{h: labels[h][i] for h in labels}} for i, t in enumerate(texts))
         copies = augmented_rows(rows, noise_fraction, seed=NOISE_SEED)
         texts += [normalize(c["text"]) for c in copies]
-        for h in HEADS:
+        for h in labels:
             labels[h] += [c.get(h) for c in copies]
         weights += [1] * len(copies)
     model = CharNgramModel().fit(texts, labels, sample_weight=weights)
-    blend = NgramBlend(model, {h: weight for h in HEADS}, {h: 1.0 for h in HEADS}, ESCALATION_LABELS)
+    blend = NgramBlend(model, {h: weight for h in labels}, {h: 1.0 for h in HEADS}, ESCALATION_LABELS)
     eval_texts = list(eval_ds["text"])
     logits = {h: v.numpy() for h, v in triager.logits(eval_texts, normalized=True).items()}
     scaled = {h: v / triager.config.temperatures[h] for h, v in logits.items()}
