@@ -247,7 +247,6 @@ class NgramBlend:
             out[head] = (1.0 - w) * np.asarray(z, dtype=np.float64) + w * np.log(np.maximum(ngram[head], BLEND_FLOOR))
         return out
 
-
     def probabilities(self, scaled_logits: Mapping[str, np.ndarray], normalized_texts: Sequence[str]) -> dict[str, np.ndarray]:
         """Blended probabilities per head from the temperature-scaled transformer logits."""
         out = {}
