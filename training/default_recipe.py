@@ -52,6 +52,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--corpus", type=Path, default=None, help="public corpora folder: add weak-labelled rows (never a dev.jsonl text)")
     parser.add_argument("--corpus-rows", type=int, default=CORPUS_ROWS)
     parser.add_argument("--epochs", type=int, default=DEFAULT_CONFIG.epochs)
+    parser.add_argument("--patience", type=int, default=DEFAULT_CONFIG.patience,
+                        help="stop after this many epochs without a validation gain")
     parser.add_argument("--augment", type=float, default=AUGMENT_FRACTION, help="share of training rows given a perturbed copy (0 = none)")
     parser.add_argument("--no-dev-part", action="store_true", help="do not train on the training part of dev.jsonl")
     parser.add_argument("--labeled-corpus", action=argparse.BooleanOptionalAction, default=False,
@@ -65,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     if not real.is_file():
         parser.error(f"{real}: no such file")
     dev = args.labeled / "dev.jsonl"
-    config = dataclasses.replace(DEFAULT_CONFIG, epochs=args.epochs, ngram_weight=args.ngram_weight)
+    config = dataclasses.replace(DEFAULT_CONFIG, epochs=args.epochs, ngram_weight=args.ngram_weight, patience=args.patience)
     with tempfile.TemporaryDirectory() as tmp:
         real_files = [str(real)]
         if dev.is_file() and not args.no_dev_part:
