@@ -3,7 +3,7 @@
 ``run_evaluation`` (behind ``triage evaluate``) writes to the output folder:
 
 * ``metrics.json`` — the model: ``n``, ``model_version``, per head ``accuracy``, ``macro_f1``,
-  ``weighted_f1``, ``labels``, ``per_label``, ``confusion``, ``ece``, ``kappa``, ``reliability``;
+  ``weighted_f1``, ``labels``, ``per_label``, ``confusion``, ``ece``, ``ece_if_calibrated``, ``kappa``, ``reliability``;
   ``routing`` (D / critical recall and precision), ``routing_impact`` (under/over-triage, cost),
   ``coverage`` (review threshold vs accuracy), ``slices`` (with ``--slice-by``), ``data``,
   ``robustness`` (with ``robustness=True``: flip rates and F1 drops under perturbations);

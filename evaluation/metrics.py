@@ -180,7 +180,8 @@ def head_metrics(
     malformed ``probs`` or a bad ``n_bins``.
 
     Returns ``{"n", "accuracy", "macro_f1", "weighted_f1", "labels", "per_label", "confusion",
-    "ece", "kappa"}``.
+    "ece", "ece_if_calibrated", "kappa"}``; ``ece_if_calibrated`` (None without ``probs``) is
+    :func:`calibrated_ece_reference` of the same probabilities.
     """
     labels = _check_labels(labels)
     y_true, y_pred = _check_pair(y_true, y_pred, labels)
@@ -215,8 +216,35 @@ def head_metrics(
         },
         "confusion": cm.tolist(),
         "ece": None if p is None else _ece(_bins(t, p, n_bins), n),
+        "ece_if_calibrated": None if p is None else calibrated_ece_reference(p, n_bins),
         "kappa": _kappa(cm),
     }
+
+
+def calibrated_ece_reference(probs: np.ndarray, n_bins: int = 10, n_draws: int = 1000, seed: int = 0) -> dict:
+    """What ECE a perfectly calibrated model with these probabilities would show on this many rows.
+
+    Draws each row's true label from its own predicted distribution (so the model is calibrated by
+    construction) ``n_draws`` times and returns ``{"mean", "p90"}`` of the resulting ECEs: an ECE
+    measured on few rows lies above zero by chance alone, and below ``p90`` it is not evidence of
+    miscalibration. Deterministic (fixed ``seed``).
+    """
+    p = np.asarray(probs, dtype=float)
+    n = len(p)
+    rng = np.random.default_rng(seed)
+    confidence, predicted = p.max(axis=1), p.argmax(axis=1)
+    edges = np.arange(n_bins + 1) / n_bins
+    which = np.clip(np.searchsorted(edges, confidence, side="left") - 1, 0, n_bins - 1)
+    members = np.eye(n_bins)[which]                      # n x bins
+    counts = members.sum(axis=0)
+    mean_confidence = np.divide(confidence @ members, counts, out=np.zeros(n_bins), where=counts > 0)
+    cumulative = np.cumsum(p / p.sum(axis=1, keepdims=True), axis=1)
+    draws = rng.random((n_draws, n, 1))
+    labels = np.minimum((draws > cumulative[None]).sum(axis=2), p.shape[1] - 1)   # n_draws x n
+    correct = (labels == predicted[None]).astype(float)
+    accuracy = np.divide(correct @ members, counts, out=np.zeros((n_draws, n_bins)), where=counts > 0)
+    eces = (np.abs(accuracy - mean_confidence) * counts).sum(axis=1) / n
+    return {"mean": float(eces.mean()), "p90": float(np.percentile(eces, 90))}
 
 
 def binary_recall_precision(y_true: Sequence[str], y_pred: Sequence[str], positive: str) -> tuple[float, float, int]:

@@ -252,9 +252,12 @@ def _per_label_table(m: dict) -> Table:
 
 
 def _head_summary(head: str, m: dict) -> str:
+    floor = m.get("ece_if_calibrated")
+    noise = (f" (a perfectly calibrated model would show {fmt(floor['mean'])} on average on these rows,"
+             f" up to {fmt(floor['p90'])} in 90% of draws)") if floor else ""
     return (
         f"{head} ({m['n']} labelled rows): accuracy {fmt(m['accuracy'])}, macro-F1 {fmt(m['macro_f1'])},"
-        f" weighted-F1 {fmt(m['weighted_f1'])}, Cohen's kappa {fmt(m['kappa'])}, ECE {fmt(m['ece'])}."
+        f" weighted-F1 {fmt(m['weighted_f1'])}, Cohen's kappa {fmt(m['kappa'])}, ECE {fmt(m['ece'])}{noise}."
     )
 
 

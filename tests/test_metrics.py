@@ -9,6 +9,7 @@ import pytest
 from sklearn import metrics as skm
 
 from evaluation.metrics import (
+    calibrated_ece_reference,
     binary_recall_precision,
     confusion_matrix,
     expected_calibration_error,
@@ -56,7 +57,7 @@ def test_hand_computed_three_class_example():
     #        (0.5 − 0.35) / (1 − 0.35) = 0.15 / 0.65 = 3/13 ≈ 0.2308
     assert m["kappa"] == pytest.approx(3 / 13)
     assert m["ece"] is None  # no probabilities given
-    assert set(m) == {"n", "accuracy", "macro_f1", "weighted_f1", "labels", "per_label", "confusion", "ece", "kappa"}
+    assert set(m) == {"n", "accuracy", "macro_f1", "weighted_f1", "labels", "per_label", "confusion", "ece", "ece_if_calibrated", "kappa"}
     assert list(m["per_label"]) == ABC
     json.dumps(m)  # plain Python numbers only
 
@@ -353,3 +354,23 @@ def test_macro_f1_rows_and_label_indices_validation():
         macro_f1_rows(np.zeros(3, dtype=int), np.zeros(3, dtype=int), 3)
     with pytest.raises(ValueError, match="0..2"):
         macro_f1_rows(np.array([[0, 3]]), np.array([[0, 1]]), 3)
+
+
+def test_calibrated_ece_reference_is_the_noise_of_a_calibrated_model():
+    rng = np.random.default_rng(5)
+    probs = rng.dirichlet([2.0, 1.0, 1.0], size=120)
+    few = calibrated_ece_reference(probs)
+    assert few == calibrated_ece_reference(probs)  # fixed seed
+    assert 0.0 < few["mean"] <= few["p90"] < 0.3
+    # The same confidences on 40 times the rows: a calibrated model's ECE shrinks towards 0.
+    many = calibrated_ece_reference(np.repeat(probs, 40, axis=0), n_draws=200)
+    assert many["mean"] < few["mean"] / 3
+    # Certain predictions leave no room for chance: the reference is 0.
+    assert calibrated_ece_reference(np.eye(3)[rng.integers(0, 3, 50)]) == {"mean": 0.0, "p90": 0.0}
+    # It matches a direct simulation with expected_calibration_error.
+    labels = ["A", "B", "C"]
+    direct = []
+    for _ in range(300):
+        y = [labels[rng.choice(3, p=row)] for row in probs]
+        direct.append(expected_calibration_error(y, probs.tolist(), labels))
+    assert few["mean"] == pytest.approx(np.mean(direct), abs=0.01)
