@@ -271,12 +271,12 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
 
 def run_optimize(args: argparse.Namespace) -> int:
-    from model.loading import DEFAULT_MODEL_DIR
+    from model.loading import CONFIG_NAME, DEFAULT_MODEL_DIR, is_model_folder
     from model.onnx_runtime import build_onnx_model
 
     folder = args.model or DEFAULT_MODEL_DIR
-    if not (folder / "triager_config.json").is_file():
-        raise CliError(f"--model {folder}: not a triage model folder (no triager_config.json)")
+    if not is_model_folder(folder):
+        raise CliError(f"--model {folder}: not a triage model folder (no {CONFIG_NAME})")
     try:
         built = build_onnx_model(folder, force=args.force, log_fn=lambda m: print(m, file=sys.stderr))
     except (FileNotFoundError, ValueError, RuntimeError) as exc:
@@ -290,13 +290,14 @@ def run_optimize(args: argparse.Namespace) -> int:
 
 def run_bench(args: argparse.Namespace) -> int:
     from evaluation.serving_bench import format_table, run_bench as bench, write_json
+    from model.loading import CONFIG_NAME, is_model_folder
 
     if args.seconds <= 0:
         raise CliError("--seconds must be positive")
     if args.concurrency < 1:
         raise CliError("--concurrency must be at least 1")
-    if args.model is not None and not (args.model / "triager_config.json").is_file():
-        raise CliError(f"--model {args.model}: not a triage model folder (no triager_config.json)")
+    if args.model is not None and not is_model_folder(args.model):
+        raise CliError(f"--model {args.model}: not a triage model folder (no {CONFIG_NAME})")
     try:
         result = bench(seconds=args.seconds, concurrency=args.concurrency, model_dir=args.model,
                        log=lambda m: print(m, file=sys.stderr))

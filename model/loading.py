@@ -16,8 +16,10 @@ from model.keyword_rules import KeywordClassifier
 from model.prediction import Classifier
 
 DEFAULT_MODEL_DIR = Path(__file__).resolve().with_name("default")
-# model.triager's config file name; not imported from there, since that module imports torch (seconds).
+# The files of a trained model folder. They are named here, in a module that does not import torch
+# (seconds), so that model.triager, model.onnx_runtime and the CLI share one definition.
 CONFIG_NAME = "triager_config.json"
+WEIGHTS_NAME = "trained_weights.safetensors"
 RUNTIME_ENV_VAR = "TRIAGE_RUNTIME"
 RUNTIMES = ("onnx-int8", "torch")
 DEFAULT_RUNTIME = "onnx-int8"
@@ -29,16 +31,21 @@ def configured_runtime() -> str:
     return os.environ.get(RUNTIME_ENV_VAR, "").strip().lower() or DEFAULT_RUNTIME
 
 
+def is_model_folder(folder: str | Path) -> bool:
+    """Whether ``folder`` holds a trained model (its config file)."""
+    return (Path(folder) / CONFIG_NAME).is_file()
+
+
 def load_classifier(model_dir: Path | None = None, runtime: str | None = None) -> tuple[Classifier, bool]:
     """Return (classifier, degraded). An explicit ``model_dir`` must load; the default may be absent."""
     runtime = (runtime or configured_runtime()).lower()
     if runtime not in RUNTIMES:
         raise ValueError(f"unknown runtime {runtime!r}; use one of {', '.join(RUNTIMES)} ({RUNTIME_ENV_VAR})")
     if model_dir is not None:
-        if not (Path(model_dir) / CONFIG_NAME).is_file():
+        if not is_model_folder(model_dir):
             raise FileNotFoundError(f"{model_dir} is not a triage model folder (no {CONFIG_NAME})")
         return load_model_folder(Path(model_dir), runtime), False
-    if (DEFAULT_MODEL_DIR / CONFIG_NAME).is_file():
+    if is_model_folder(DEFAULT_MODEL_DIR):
         return load_model_folder(DEFAULT_MODEL_DIR, runtime), False
     log.warning("no embedded model at %s: answering with keyword rules (degraded)", DEFAULT_MODEL_DIR)
     return KeywordClassifier(), True

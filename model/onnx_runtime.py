@@ -50,6 +50,7 @@ import numpy as np
 
 from data.text_normalization import NORMALIZATION_VERSION, normalize
 from model.char_ngram import NgramBlend, head_probabilities
+from model.loading import CONFIG_NAME, WEIGHTS_NAME
 from model.prediction import TextPrediction, predictions_from_probabilities
 
 log = logging.getLogger(__name__)
@@ -60,9 +61,6 @@ ARTIFACT_PREFIX = "onnx-int8-"
 MODEL_FILE = "model.onnx"
 TOKENIZER_FILE = "tokenizer.json"
 META_FILE = "runtime.json"
-# Same file names as model.triager (not imported from there: that module imports torch).
-CONFIG_NAME = "triager_config.json"
-WEIGHTS_NAME = "trained_weights.safetensors"
 OUTPUT_NAMES = ("category", "severity", "sentiment")
 
 # Smoothing exponents tried per layer (0 = no smoothing) and the per-token relative error of the

@@ -23,10 +23,8 @@ from data.text_normalization import NORMALIZATION_VERSION, normalize
 from model.char_ngram import ARRAYS_NAME as NGRAM_ARRAYS_NAME
 from model.char_ngram import JSON_NAME as NGRAM_JSON_NAME
 from model.char_ngram import NgramBlend, head_probabilities
+from model.loading import CONFIG_NAME, WEIGHTS_NAME
 from model.prediction import TextPrediction, predictions_from_probabilities
-
-CONFIG_NAME = "triager_config.json"
-WEIGHTS_NAME = "trained_weights.safetensors"
 
 
 @dataclass
