@@ -84,11 +84,11 @@ def main(argv: list[str] | None = None) -> int:
         _write_jsonl(train_part, train_file)
         _write_jsonl(validation_part, validation_file)
         train_files = [train_file, *TEAM_WRITTEN]
+        written, _ = load_labelled([str(p) for p in TEAM_WRITTEN])
         if args.corpus is not None and args.labeled_corpus:
-            labelled_texts = [*rows["text"], *load_labelled([str(p) for p in TEAM_WRITTEN])[0]["text"]]
+            labelled_texts = [*rows["text"], *written["text"]]
             train_files.append(_labeled_corpus_file(args.corpus, held_out_texts, labelled_texts, Path(tmp)))
         if args.augment > 0:
-            written, _ = load_labelled([str(p) for p in TEAM_WRITTEN])
             originals = [_labelled_row(row) for ds in (train_part, written) for row in ds]
             augment_file = Path(tmp) / "augmented.jsonl"
             augment_file.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n"

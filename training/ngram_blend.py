@@ -13,8 +13,8 @@ from typing import Callable
 import torch
 
 from data.label_schema import HEADS, LABELS
-from model.char_ngram import CharNgramModel, NgramBlend, head_probabilities
 from data.text_normalization import normalize
+from model.char_ngram import CharNgramModel, NgramBlend, head_probabilities
 from model.triager import Triager
 from training.augmentation import augmented_rows
 from training.trainer import IGNORE, fit_temperature, macro_f1s
@@ -58,4 +58,3 @@ def fit_ngram_blend(triager: Triager, train_ds, eval_ds, weight: float, noise_fr
     log(f"n-gram blend (weight {weight}): temperatures " + ", ".join(f"{h} {t:.2f}" for h, t in blend.temperatures.items())
         + "; eval macro-F1 " + "  ".join(f"{h} {scores[h]:.3f}" for h in HEADS))
     return blend, scores
-

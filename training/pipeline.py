@@ -58,6 +58,8 @@ def train_from_files(
     n-gram blend is fitted anew.
     """
     config = config or TrainConfig()
+    if config.problems():  # before any file is read, on both paths (fine-tuning or reusing a transformer)
+        raise ValueError("; ".join(config.problems()))
     out_dir = Path(out_dir)
     train_ds, train_report = load_labelled([str(p) for p in data_paths])
     log(train_report.summary())
@@ -103,8 +105,6 @@ def train_from_files(
 
 def _trained_transformer(folder: Path, config: TrainConfig, version: str, log: Callable[[str], None]) -> TrainResult:
     """The fine-tuned transformer of ``folder`` (without its n-gram blend) and its recorded training run."""
-    if config.problems():
-        raise ValueError("; ".join(config.problems()))
     info_path = folder / TRAINING_INFO_NAME
     if not info_path.is_file():
         raise FileNotFoundError(f"{folder}: no {TRAINING_INFO_NAME}; cannot reuse its transformer")
