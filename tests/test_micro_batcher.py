@@ -49,18 +49,26 @@ def batcher_factory():
         batcher.close(timeout=5)
 
 
-def test_queued_requests_share_one_call_and_each_gets_its_own_answers(batcher_factory):
+def busy(batcher_factory, key="m", **settings):
+    """(model, batcher, first): a batcher whose model is busy with a first request, so that what is
+    submitted next queues up until ``model.release`` is set."""
     model = Recorder(block_first=True)
+    batcher = batcher_factory(model, **settings)
+    first = batcher.submit(key, ["first"])
+    assert model.started.wait(5)
+    return model, batcher, first
+
+
+def test_queued_requests_share_one_call_and_each_gets_its_own_answers(batcher_factory):
     sizes = []
-    batcher = batcher_factory(model, on_batch=lambda texts, jobs: sizes.append((texts, jobs)))
-    first = batcher.submit("m", ["a"])
-    assert model.started.wait(5)  # the model is busy with the first request ...
+    # The model is busy with the first request ...
+    model, batcher, first = busy(batcher_factory, on_batch=lambda texts, jobs: sizes.append((texts, jobs)))
     jobs = [batcher.submit("m", [f"x{i}", f"y{i}"]) for i in range(5)]  # ... while five more queue up
     model.release.set()
-    assert first.result(5) == ["m:A"]
+    assert first.result(5) == ["m:FIRST"]
     for i, job in enumerate(jobs):
         assert job.result(5) == [f"m:X{i}", f"m:Y{i}"]  # in order, only its own
-    assert model.calls == [["a"], [t for i in range(5) for t in (f"x{i}", f"y{i}")]]
+    assert model.calls == [["first"], [t for i in range(5) for t in (f"x{i}", f"y{i}")]]
     assert sizes == [(1, 1), (10, 5)]
 
 
@@ -75,10 +83,7 @@ def test_a_lone_request_does_not_wait(batcher_factory):
 
 
 def test_several_queued_wait_for_more_until_the_window_closes(batcher_factory):
-    model = Recorder(block_first=True)
-    batcher = batcher_factory(model, max_wait_s=0.6)
-    batcher.submit("m", ["first"])
-    assert model.started.wait(5)
+    model, batcher, _ = busy(batcher_factory, max_wait_s=0.6)
     a, b = batcher.submit("m", ["a"]), batcher.submit("m", ["b"])
     model.release.set()  # a and b are taken together; more may come within 0.6 s of a's arrival
     time.sleep(0.15)
@@ -88,10 +93,7 @@ def test_several_queued_wait_for_more_until_the_window_closes(batcher_factory):
 
 
 def test_batches_never_exceed_max_batch_and_jobs_are_never_split(batcher_factory):
-    model = Recorder(block_first=True)
-    batcher = batcher_factory(model, max_batch=4)
-    batcher.submit("m", ["first"])
-    assert model.started.wait(5)
+    model, batcher, _ = busy(batcher_factory, max_batch=4)
     small = [batcher.submit("m", [f"s{i}"]) for i in range(6)]
     big = batcher.submit("m", [f"b{i}" for i in range(7)])  # bigger than max_batch: runs alone
     model.release.set()
@@ -101,10 +103,7 @@ def test_batches_never_exceed_max_batch_and_jobs_are_never_split(batcher_factory
 
 
 def test_jobs_for_another_model_are_not_mixed(batcher_factory):
-    model = Recorder(block_first=True)
-    batcher = batcher_factory(model)
-    batcher.submit("old", ["first"])
-    assert model.started.wait(5)
+    model, batcher, _ = busy(batcher_factory, key="old")
     x, y, z = batcher.submit("old", ["x"]), batcher.submit("new", ["y"]), batcher.submit("new", ["z"])
     model.release.set()
     assert (x.result(5), y.result(5), z.result(5)) == (["old:X"], ["new:Y"], ["new:Z"])
@@ -112,10 +111,7 @@ def test_jobs_for_another_model_are_not_mixed(batcher_factory):
 
 
 def test_a_failing_batch_fails_only_the_bad_request(batcher_factory):
-    model = Recorder(block_first=True)
-    batcher = batcher_factory(model)
-    batcher.submit("m", ["first"])
-    assert model.started.wait(5)
+    model, batcher, _ = busy(batcher_factory)
     good, bad, other = batcher.submit("m", ["ok"]), batcher.submit("m", ["boom"]), batcher.submit("m", ["fine"])
     model.release.set()
     assert good.result(5) == ["m:OK"] and other.result(5) == ["m:FINE"]
@@ -142,10 +138,7 @@ def test_a_broken_model_fails_every_caller_and_the_worker_survives(batcher_facto
 
 
 def test_a_caller_that_gave_up_is_skipped(batcher_factory):
-    model = Recorder(block_first=True)
-    batcher = batcher_factory(model)
-    batcher.submit("m", ["first"])
-    assert model.started.wait(5)
+    model, batcher, _ = busy(batcher_factory)
     gone = batcher.submit("m", ["gone"])
     with pytest.raises(TimeoutError):
         gone.result(timeout=0.05)
@@ -157,10 +150,7 @@ def test_a_caller_that_gave_up_is_skipped(batcher_factory):
 
 
 def test_close_cancels_queued_jobs_and_refuses_new_ones(batcher_factory):
-    model = Recorder(block_first=True)
-    batcher = batcher_factory(model)
-    running = batcher.submit("m", ["first"])
-    assert model.started.wait(5)
+    model, batcher, running = busy(batcher_factory)
     queued = batcher.submit("m", ["queued"])
     batcher.close()
     with pytest.raises(CancelledError):
