@@ -10,7 +10,7 @@ from api.cli import main
 from data.label_schema import LABELS
 from model.triager import Triager
 from training.pipeline import train_from_files
-from training.trainer import TrainConfig, fit_temperature
+from training.trainer import TrainConfig, eval_nlls, fit_temperature
 
 MESSAGES = {
     "A": ["这款有货吗", "怎么使用呢", "多少钱一个", "有优惠券吗", "支持七天无理由吗", "尺码偏大吗", "能开发票吗亲", "保修多久"],
@@ -183,6 +183,21 @@ def test_fit_temperature_stays_finite_on_separable_data():
     logits = torch.nn.functional.one_hot(labels, 3).float() * 50
     temperature = fit_temperature(logits, labels)
     assert math.isfinite(temperature) and 0.05 <= temperature <= 20.0
+
+
+def test_eval_nlls_skip_unlabelled_rows_and_heads():
+    import math
+
+    import torch
+
+    logits = {h: torch.zeros(4, size) for h, size in (("category", 4), ("severity", 4), ("sentiment", 3))}
+    logits["category"][0, 2] = 100.0  # sure and right on the only labelled row
+    labels = {"category": torch.tensor([2, -100, -100, -100]), "severity": torch.tensor([0, 1, -100, 3]),
+              "sentiment": torch.full((4,), -100)}
+    nll = eval_nlls(logits, labels)
+    assert nll["category"] < 1e-6
+    assert abs(nll["severity"] - math.log(4)) < 1e-6  # uniform over 4 labels, unlabelled row ignored
+    assert math.isnan(nll["sentiment"])
 
 
 def test_repeat_column_oversamples_rows_per_epoch():

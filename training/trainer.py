@@ -159,9 +159,13 @@ def train(
                 break
         eval_logits = _predict_logits(net, eval_batches, tokenizer.pad_token_id, config.batch_size)
         metrics = macro_f1s(eval_logits, eval_batches["labels"])
+        nll = eval_nlls(eval_logits, eval_batches["labels"])
         score = float(np.mean([metrics[h] for h in HEADS if not math.isnan(metrics[h])]))
-        history.append({"epoch": epoch, "train_loss": running / max(1, math.ceil(len(order) / config.batch_size)), **{f"eval_{h}_macro_f1": metrics[h] for h in HEADS}, "eval_mean_macro_f1": score})
-        log(f"epoch {epoch}: loss {history[-1]['train_loss']:.4f}  eval macro-F1 " + "  ".join(f"{h} {metrics[h]:.3f}" for h in HEADS))
+        history.append({"epoch": epoch, "train_loss": running / max(1, math.ceil(len(order) / config.batch_size)),
+                        **{f"eval_{h}_macro_f1": metrics[h] for h in HEADS}, "eval_mean_macro_f1": score,
+                        **{f"eval_{h}_nll": nll[h] for h in HEADS}})
+        log(f"epoch {epoch}: loss {history[-1]['train_loss']:.4f}  eval macro-F1 " + "  ".join(f"{h} {metrics[h]:.3f}" for h in HEADS)
+            + "  eval NLL " + "  ".join(f"{h} {nll[h]:.3f}" for h in HEADS))
         if score > best_score:
             best_score, best_epoch, bad_epochs = score, epoch, 0
             best_state = net.trained_state(trained_layers, dtype=torch.float32)
@@ -267,6 +271,16 @@ def macro_f1s(logits: dict[str, torch.Tensor], labels: dict[str, torch.Tensor]) 
         y_true = labels[h][keep].numpy()
         y_pred = logits[h][keep].argmax(-1).numpy()
         scores[h] = float(f1_score(y_true, y_pred, average="macro", labels=sorted(set(y_true.tolist())), zero_division=0))
+    return scores
+
+
+def eval_nlls(logits: dict[str, torch.Tensor], labels: dict[str, torch.Tensor]) -> dict[str, float]:
+    """Mean negative log-likelihood per head on the labelled rows (before temperature scaling); NaN for a head with none.
+    Logged beside macro-F1: on ~100 validation rows it moves more smoothly from epoch to epoch."""
+    scores = {}
+    for h in HEADS:
+        keep = labels[h] != IGNORE
+        scores[h] = float(nn.functional.cross_entropy(logits[h][keep], labels[h][keep])) if keep.any() else float("nan")
     return scores
 
 
