@@ -547,3 +547,31 @@ def test_no_team_written_text_is_a_dev_text():
     dev, _ = load_labelled([SHARED_DEV])
     team, _ = load_labelled(TEAM_WRITTEN)
     assert not set(dev["text"]) & set(team["text"])
+
+
+SHARED_CORPORA = SHARED_DEV.parents[1] / "corpora"
+SHARED_RUN = 10  # characters; shorter runs are stock phrases ("吃完第二天拉肚子") that any writer may use
+
+
+def _runs(text: str, n: int) -> set[str]:
+    import re
+
+    from data.text_normalization import normalize
+
+    text = re.sub(r"\[[^\]]*\]|(?:https?:)?t\.cn/[A-Za-z0-9]*", "□", normalize(text))  # placeholders and links
+    return {text[i : i + n] for i in range(len(text) - n + 1)}
+
+
+@pytest.mark.skipif(not (SHARED_DEV.is_file() and SHARED_CORPORA.is_dir()), reason="no shared dev.jsonl / corpora here")
+def test_no_team_written_text_shares_a_long_run_with_a_measuring_text():
+    """Team-written rows are trained on; dev.jsonl and the critical corpus cases measure. A 10-character run in
+    common would mean a writer copied from them, and the measurement would flatter the model."""
+    from evaluation.critical_cases import critical_texts
+
+    measuring = [json.loads(line)["text"] for line in SHARED_DEV.read_text(encoding="utf-8").splitlines() if line.strip()]
+    measuring += sorted(critical_texts(SHARED_CORPORA))
+    measured_runs = set().union(*(_runs(text, SHARED_RUN) for text in measuring))
+    team = [json.loads(line) for path in TEAM_WRITTEN for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    assert len(team) > 2000
+    shared = [(row["id"], run) for row in team for run in _runs(row["text"], SHARED_RUN) & measured_runs]
+    assert shared == []
