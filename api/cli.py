@@ -63,6 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--seed", type=int, default=None)
     train.add_argument("--ngram-weight", type=float, default=None,
                        help="share of the character n-gram model blended into each answer, 0 to <1 (default 0.5; 0 = transformer alone)")
+    train.add_argument("--select-on", choices=("mean_macro_f1", "nll", "last"), default=None,
+                       help="which epoch to keep: best mean macro-F1 on the validation rows (default), lowest mean NLL there, or the last")
     train.add_argument("--version", default=None, help="model version string (default: triage-e5s-<UTC timestamp>)")
     train.add_argument("--corpus", type=Path, default=None, help="folder of unlabelled public corpora (jddc/, taobao_ecd/, online_shopping_10_cats/, waimai_10k/) to add weak-labelled rows from")
     train.add_argument("--corpus-rows", type=int, default=3000, help="at most this many weak-labelled corpus rows (default 3000)")
@@ -220,7 +222,7 @@ def run_train(args: argparse.Namespace) -> int:
     overrides = {
         name: getattr(args, name)
         for name in ("epochs", "lr", "head_lr", "batch_size", "max_length", "num_layers", "trained_layers", "max_steps", "seed",
-                     "ngram_weight")
+                     "ngram_weight", "select_on")
         if getattr(args, name) is not None
     }
     config = TrainConfig(**overrides)

@@ -121,6 +121,45 @@ def test_transformer_from_refits_only_the_blend(trained, tmp_path):
         train_from_files([data], tmp_path / "other", config=other, transformer_from=trained, log=lambda message: None)
 
 
+@pytest.mark.parametrize("select_on", ["last", "nll"])
+def test_epoch_selection(select_on, tmp_path):
+    data = write_training_file(tmp_path / "train.jsonl")
+    settings = TrainConfig(num_layers=1, trained_layers=1, epochs=3, batch_size=8, max_length=32, seed=7, ngram_weight=0,
+                           select_on=select_on)
+    run = train_from_files([data], tmp_path / "m", config=settings, log=lambda message: None)
+    history = run.result.history
+    assert len(history) == 3  # no early stop: "last" always gains, and patience 2 allows one NLL setback
+    mean_nll = [sum(epoch[f"eval_{h}_nll"] for h in ("category", "severity", "sentiment")) / 3 for epoch in history]
+    expected = 3 if select_on == "last" else 1 + mean_nll.index(min(mean_nll))
+    assert run.result.best_epoch == expected
+    info = json.loads((tmp_path / "m" / "training_info.json").read_text(encoding="utf-8"))
+    assert info["config"]["select_on"] == select_on and info["best_epoch"] == expected
+
+
+def test_unknown_epoch_selection_is_refused():
+    assert any("select_on" in problem for problem in TrainConfig(select_on="best").problems())
+
+
+def test_transformer_from_accepts_a_run_recorded_before_a_setting_existed(trained, tmp_path):
+    """A model trained before ``select_on`` existed ran with today's default; reusing it must still work."""
+    import shutil
+
+    old = tmp_path / "old"
+    shutil.copytree(trained, old)
+    info = json.loads((old / "training_info.json").read_text(encoding="utf-8"))
+    del info["config"]["select_on"]
+    (old / "training_info.json").write_text(json.dumps(info), encoding="utf-8")
+    settings = TrainConfig(num_layers=1, trained_layers=1, epochs=2, batch_size=8, max_length=32, seed=7)
+    run = train_from_files([write_training_file(tmp_path / "train.jsonl")], tmp_path / "reused", config=settings,
+                           transformer_from=old, log=lambda message: None)
+    assert run.result.best_epoch == info["best_epoch"]
+    with pytest.raises(ValueError, match="select_on"):
+        train_from_files([write_training_file(tmp_path / "train2.jsonl")], tmp_path / "other",
+                         config=TrainConfig(num_layers=1, trained_layers=1, epochs=2, batch_size=8, max_length=32, seed=7,
+                                            select_on="last"),
+                         transformer_from=old, log=lambda message: None)
+
+
 def test_cli_predict_with_trained_model(trained, tmp_path):
     src = tmp_path / "in.jsonl"
     src.write_text('{"id": 1, "text": "退款什么时候到账"}\n{"id": 2, "text": "骗子"}\n', encoding="utf-8")

@@ -27,7 +27,7 @@ from training.corpus_refs import resolve_refs
 from training.dataset_io import load_labelled, stratified_split
 from training.dev_split import split as split_dev
 from training.pipeline import train_from_files
-from training.trainer import TrainConfig
+from training.trainer import SELECT_ON, TrainConfig
 from training.weak_labels import HeldOut
 
 DATA = Path(__file__).resolve().parent.parent / "data"
@@ -54,6 +54,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=DEFAULT_CONFIG.epochs)
     parser.add_argument("--patience", type=int, default=DEFAULT_CONFIG.patience,
                         help="stop after this many epochs without a validation gain")
+    parser.add_argument("--select-on", choices=SELECT_ON, default=DEFAULT_CONFIG.select_on,
+                        help="which epoch to keep: best mean macro-F1 on the validation rows, lowest mean NLL there, or the last")
     parser.add_argument("--augment", type=float, default=AUGMENT_FRACTION, help="share of training rows given a perturbed copy (0 = none)")
     parser.add_argument("--no-dev-part", action="store_true", help="do not train on the training part of dev.jsonl")
     parser.add_argument("--labeled-corpus", action=argparse.BooleanOptionalAction, default=False,
@@ -67,7 +69,8 @@ def main(argv: list[str] | None = None) -> int:
     if not real.is_file():
         parser.error(f"{real}: no such file")
     dev = args.labeled / "dev.jsonl"
-    config = dataclasses.replace(DEFAULT_CONFIG, epochs=args.epochs, ngram_weight=args.ngram_weight, patience=args.patience)
+    config = dataclasses.replace(DEFAULT_CONFIG, epochs=args.epochs, ngram_weight=args.ngram_weight, patience=args.patience,
+                                 select_on=args.select_on)
     with tempfile.TemporaryDirectory() as tmp:
         real_files = [str(real)]
         if dev.is_file() and not args.no_dev_part:

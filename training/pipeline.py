@@ -109,7 +109,8 @@ def _trained_transformer(folder: Path, config: TrainConfig, version: str, log: C
     if not info_path.is_file():
         raise FileNotFoundError(f"{folder}: no {TRAINING_INFO_NAME}; cannot reuse its transformer")
     info = json.loads(info_path.read_text(encoding="utf-8"))
-    trained_with = {k: v for k, v in info["config"].items() if k != "ngram_weight"}
+    # A setting added after that run was trained did not exist then: it ran with what is now the default.
+    trained_with = {k: v for k, v in {**asdict(TrainConfig()), **info["config"]}.items() if k != "ngram_weight"}
     wanted = {k: v for k, v in asdict(config).items() if k != "ngram_weight"}
     if trained_with != wanted:
         differ = sorted(k for k in wanted if trained_with.get(k) != wanted[k])

@@ -24,6 +24,7 @@ from data.label_schema import HEADS, LABELS
 from model.triager import Triager, TriagerConfig, TriageNet, build_net, trained_prefixes
 
 IGNORE = -100
+SELECT_ON = ("mean_macro_f1", "nll", "last")
 
 
 @dataclass
@@ -46,6 +47,9 @@ class TrainConfig:
     text_prefix: str = "query: "
     # Share of a character n-gram model in each head's answer (model.char_ngram); 0 = the transformer alone.
     ngram_weight: float = 0.5
+    # Which epoch's weights are kept: the best mean macro-F1 or the lowest mean NLL on the validation rows, or
+    # the last epoch (the learning rate has decayed to 0 there; the validation rows then only calibrate).
+    select_on: str = "mean_macro_f1"
 
     def problems(self) -> list[str]:
         """What is wrong with these settings, as messages for the user."""
@@ -60,6 +64,7 @@ class TrainConfig:
             (self.max_steps is None or self.max_steps >= 1, f"max_steps must be >= 1, got {self.max_steps}"),
             (self.patience >= 1, f"patience must be >= 1, got {self.patience}"),
             (0.0 <= self.ngram_weight < 1.0, f"ngram_weight must be in [0, 1), got {self.ngram_weight}"),
+            (self.select_on in SELECT_ON, f"select_on must be one of {', '.join(SELECT_ON)}, got {self.select_on!r}"),
         ]
         return [message for ok, message in checks if not ok]
 
@@ -129,7 +134,7 @@ def train(
         text_prefix=config.text_prefix,
         version=version,
     )
-    best_score, best_state, best_epoch, history, bad_epochs, step = -1.0, None, 0, [], 0, 0
+    best_score, best_state, best_epoch, history, bad_epochs, step = -math.inf, None, 0, [], 0, 0
     started = time.perf_counter()
     seen = 0
     generator = torch.Generator().manual_seed(config.seed)
@@ -161,13 +166,15 @@ def train(
         metrics = macro_f1s(eval_logits, eval_batches["labels"])
         nll = eval_nlls(eval_logits, eval_batches["labels"])
         score = float(np.mean([metrics[h] for h in HEADS if not math.isnan(metrics[h])]))
+        mean_nll = float(np.mean([nll[h] for h in HEADS if not math.isnan(nll[h])]))
         history.append({"epoch": epoch, "train_loss": running / max(1, math.ceil(len(order) / config.batch_size)),
                         **{f"eval_{h}_macro_f1": metrics[h] for h in HEADS}, "eval_mean_macro_f1": score,
                         **{f"eval_{h}_nll": nll[h] for h in HEADS}})
         log(f"epoch {epoch}: loss {history[-1]['train_loss']:.4f}  eval macro-F1 " + "  ".join(f"{h} {metrics[h]:.3f}" for h in HEADS)
             + "  eval NLL " + "  ".join(f"{h} {nll[h]:.3f}" for h in HEADS))
-        if score > best_score:
-            best_score, best_epoch, bad_epochs = score, epoch, 0
+        merit = {"mean_macro_f1": score, "nll": -mean_nll, "last": float(epoch)}[config.select_on]
+        if merit > best_score:
+            best_score, best_epoch, bad_epochs = merit, epoch, 0
             best_state = net.trained_state(trained_layers, dtype=torch.float32)
         else:
             bad_epochs += 1
