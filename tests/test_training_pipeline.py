@@ -160,6 +160,47 @@ def test_transformer_from_accepts_a_run_recorded_before_a_setting_existed(traine
                          transformer_from=old, log=lambda message: None)
 
 
+TINY = dict(num_layers=1, trained_layers=1, epochs=2, batch_size=8, max_length=32)
+
+
+def test_weight_soup_averages_two_runs_and_refits_temperatures(trained, tmp_path):
+    from safetensors.torch import load_file
+
+    data = write_training_file(tmp_path / "train.jsonl")
+    quiet = dict(log=lambda message: None)
+    other = tmp_path / "seed8"
+    train_from_files([data], other, config=TrainConfig(**TINY, seed=8), version="tiny-seed8", **quiet)
+    soup = tmp_path / "soup"
+    run = train_from_files([data], soup, config=TrainConfig(**TINY, seed=8), version="tiny-soup",
+                           transformer_from=other, soup_with=trained, **quiet)
+    a, b, mixed = (load_file(str(folder / "trained_weights.safetensors")) for folder in (trained, other, soup))
+    assert set(mixed) == set(a)
+    for name in mixed:
+        assert torch.allclose(mixed[name].float(), (a[name].float() + b[name].float()) / 2, atol=2e-3), name
+    info = json.loads((soup / "training_info.json").read_text(encoding="utf-8"))
+    assert info["weight_soup"]["with_version"] == "tiny-test"
+    assert info["temperatures"] == run.result.triager.config.temperatures
+    assert info["weight_soup"]["temperatures_before"] == json.loads((other / "training_info.json").read_text(encoding="utf-8"))["temperatures"]
+    assert "weight soup" in (soup / "README.md").read_text(encoding="utf-8")
+    # The soup is served like any model, and reusing its transformer keeps the record but never averages twice.
+    assert Triager.load(soup).predict(["骗子卖假货"])[0].category.label in "ABCD"
+    again = train_from_files([data], tmp_path / "refit", config=TrainConfig(**TINY, seed=8), transformer_from=soup, **quiet)
+    assert again.soup["with_version"] == "tiny-test"
+    with pytest.raises(ValueError, match="already a weight soup"):
+        train_from_files([data], tmp_path / "twice", config=TrainConfig(**TINY, seed=8), transformer_from=soup,
+                         soup_with=trained, **quiet)
+
+
+def test_weight_soup_with_a_different_model_is_refused_before_training(trained, tmp_path):
+    data = write_training_file(tmp_path / "train.jsonl")
+    settings = TrainConfig(num_layers=2, trained_layers=1, epochs=2, batch_size=8, max_length=32)
+    with pytest.raises(ValueError, match="num_layers"):
+        train_from_files([data], tmp_path / "m", config=settings, soup_with=trained, log=lambda message: None)
+    with pytest.raises(ValueError, match="not a triage model folder"):
+        train_from_files([data], tmp_path / "m", config=TrainConfig(**TINY), soup_with=tmp_path, log=lambda message: None)
+    assert not (tmp_path / "m").exists()
+
+
 def test_cli_predict_with_trained_model(trained, tmp_path):
     src = tmp_path / "in.jsonl"
     src.write_text('{"id": 1, "text": "退款什么时候到账"}\n{"id": 2, "text": "骗子"}\n', encoding="utf-8")

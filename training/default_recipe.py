@@ -64,6 +64,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="share of the character n-gram model in each answer (0 = transformer alone)")
     parser.add_argument("--transformer-from", type=Path, default=None, metavar="DIR",
                         help="skip fine-tuning: reuse the transformer of a model this recipe made (same settings); refit only the n-gram blend")
+    parser.add_argument("--soup-with", type=Path, default=None, metavar="DIR",
+                        help="average the fine-tuned weights with those of this model folder (same base and layers), then refit temperatures and blend")
     args = parser.parse_args(argv)
     real = args.labeled / "train.jsonl"
     if not real.is_file():
@@ -97,11 +99,15 @@ def main(argv: list[str] | None = None) -> int:
             augment_file.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n"
                                             for row in augmented_rows(originals, args.augment)), encoding="utf-8")
             train_files.append(augment_file)
-        train_from_files(train_files, args.out, eval_paths=[validation_file],
-                         config=config, version=args.version, log=lambda m: print(m, file=sys.stderr),
-                         repeat={str(train_file): args.real_repeat},
-                         corpus_dir=args.corpus, corpus_rows=args.corpus_rows, corpus_exclude=held_out_texts,
-                         transformer_from=args.transformer_from)
+        try:
+            train_from_files(train_files, args.out, eval_paths=[validation_file],
+                             config=config, version=args.version, log=lambda m: print(m, file=sys.stderr),
+                             repeat={str(train_file): args.real_repeat},
+                             corpus_dir=args.corpus, corpus_rows=args.corpus_rows, corpus_exclude=held_out_texts,
+                             transformer_from=args.transformer_from, soup_with=args.soup_with)
+        except (ValueError, FileNotFoundError) as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
     return 0
 
 

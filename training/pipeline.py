@@ -18,6 +18,7 @@ from training.dataset_io import LoadReport, load_labelled, stratified_split, wit
 from training.ngram_blend import fit_ngram_blend
 from training.trainer import TrainConfig, TrainResult, train
 from training.weak_labels import CorpusError, weak_rows, write_weak_rows
+from training.weight_soup import soup_problems, soup_with as soup_with_model
 
 TRAINING_INFO_NAME = "training_info.json"
 
@@ -33,6 +34,7 @@ class TrainingRun:
     eval_overlap_dropped: int
     weak_labels: dict | None = None
     ngram_eval_metrics: dict[str, float] | None = None
+    soup: dict | None = None
 
 
 def train_from_files(
@@ -48,6 +50,7 @@ def train_from_files(
     corpus_rows: int = 3000,
     corpus_exclude: Sequence[str] = (),
     transformer_from: str | Path | None = None,
+    soup_with: str | Path | None = None,
 ) -> TrainingRun:
     """``repeat`` maps a training file to how many times each of its rows is seen per epoch (default 1).
 
@@ -55,11 +58,15 @@ def train_from_files(
     (:mod:`training.weak_labels`), never one whose text is in the eval data or in ``corpus_exclude``.
     ``transformer_from`` skips fine-tuning and takes the transformer of that model folder, which must
     have been trained by the same call with the same settings (fine-tuning is deterministic): only the
-    n-gram blend is fitted anew.
+    n-gram blend is fitted anew. ``soup_with`` averages the fine-tuned weights with those of that model folder
+    (:mod:`training.weight_soup`) and refits the temperatures, before the blend is fitted.
     """
     config = config or TrainConfig()
-    if config.problems():  # before any file is read, on both paths (fine-tuning or reusing a transformer)
-        raise ValueError("; ".join(config.problems()))
+    problems = config.problems()  # before any file is read, on both paths (fine-tuning or reusing a transformer)
+    if soup_with is not None:
+        problems += soup_problems(soup_with, config.num_layers, config.trained_layers, config.max_length, config.text_prefix)
+    if problems:
+        raise ValueError("; ".join(problems))
     out_dir = Path(out_dir)
     train_ds, train_report = load_labelled([str(p) for p in data_paths])
     log(train_report.summary())
@@ -87,24 +94,33 @@ def train_from_files(
             weak_ds = weak_ds.map(lambda row: {"repeat": 1})
         train_ds = datasets.concatenate_datasets([train_ds, weak_ds.cast(train_ds.features)])
     version = version or f"triage-e5s-{datetime.now(timezone.utc):%Y%m%d%H%M}"
+    soup = None
     if transformer_from is None:
         result = train(train_ds, eval_ds, config, base_folder=base_folder, version=version, log=log)
     else:
-        result = _trained_transformer(Path(transformer_from), config, version, log)
+        result, soup = _trained_transformer(Path(transformer_from), config, version, log)
+        if soup is not None and soup_with is not None:
+            raise ValueError(f"{transformer_from} is already a weight soup (with {soup['with_version']}); do not average it again")
+    if soup_with is not None:
+        soup = soup_with_model(result.triager, soup_with, eval_ds)
+        result.eval_metrics = soup["eval_macro_f1"]
+        log(f"averaged the fine-tuned weights with {soup_with} ({soup['with_version']}); temperatures: "
+            + ", ".join(f"{h} {t:.2f}" for h, t in result.triager.config.temperatures.items()))
     ngram_scores = None
     if config.ngram_weight > 0:
         result.triager.ngram, ngram_scores = fit_ngram_blend(result.triager, train_ds, eval_ds, config.ngram_weight, log=log)
     result.triager.save(out_dir)
     run = TrainingRun(result, out_dir, train_report, eval_report, len(train_ds), len(eval_ds), overlap, weak_summary,
-                      ngram_scores)
+                      ngram_scores, soup)
     write_training_info(run, config, data_paths, eval_paths)
     write_model_card(run, config, data_paths, eval_paths)
     log(f"saved model {version} to {out_dir}")
     return run
 
 
-def _trained_transformer(folder: Path, config: TrainConfig, version: str, log: Callable[[str], None]) -> TrainResult:
-    """The fine-tuned transformer of ``folder`` (without its n-gram blend) and its recorded training run."""
+def _trained_transformer(folder: Path, config: TrainConfig, version: str, log: Callable[[str], None]) -> tuple[TrainResult, dict | None]:
+    """The fine-tuned transformer of ``folder`` (without its n-gram blend), its recorded training run, and
+    its weight soup record (None if it is not one)."""
     info_path = folder / TRAINING_INFO_NAME
     if not info_path.is_file():
         raise FileNotFoundError(f"{folder}: no {TRAINING_INFO_NAME}; cannot reuse its transformer")
@@ -119,7 +135,7 @@ def _trained_transformer(folder: Path, config: TrainConfig, version: str, log: C
     triager.config.version = triager.version = version
     log(f"reusing the fine-tuned transformer of {folder} (trained {info['trained_at']})")
     return TrainResult(triager, info["history"], info["best_epoch"], info["eval_macro_f1"],
-                       info["train_seconds"], info["train_examples_per_second"])
+                       info["train_seconds"], info["train_examples_per_second"]), info.get("weight_soup")
 
 
 def _weak_dataset(corpus_dir, max_rows: int, held_out: Sequence[str], seed: int):
@@ -152,6 +168,7 @@ def write_training_info(run: TrainingRun, config: TrainConfig, data_paths, eval_
         "best_epoch": run.result.best_epoch,
         "eval_macro_f1": run.result.eval_metrics,
         "temperatures": run.result.triager.config.temperatures,
+        "weight_soup": run.soup,
         "ngram_blend": None if run.ngram_eval_metrics is None else {
             "weight": config.ngram_weight,
             "temperatures": run.result.triager.ngram.temperatures,
@@ -195,6 +212,9 @@ def write_model_card(run: TrainingRun, config: TrainConfig, data_paths, eval_pat
         "",
         "## Evaluation (best epoch, on the eval data above)",
         "",
+        *([f"Weights: the average of this run's fine-tuned layers and heads and those of `{run.soup['with_version']}` "
+           f"(a uniform weight soup, training/weight_soup.py); temperatures fitted again after averaging. "
+           "The transformer figures below are the soup's."] if run.soup else []),
         *([f"The served answer blends the transformer with a character n-gram TF-IDF + logistic regression model "
            f"fitted on the same rows (`char_ngram.json` / `.npz`, weight {config.ngram_weight} per head, "
            "model.char_ngram)."] if blended else []),

@@ -1,0 +1,66 @@
+"""Average the fine-tuned weights of two models trained from the same base (a uniform "model soup").
+
+Wortsman et al. 2022 (Model soups): models fine-tuned from one pretrained start usually lie in one basin, so
+the average of their weights is a model at least as good as either, at the cost of one. Here it combines a
+new run with an earlier one whose strengths differ (for example a run with new data for one kind of message
+and the previous default), without doubling size or latency. The temperatures are fitted again on the
+validation rows after averaging: the soup's logits are not either parent's.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+
+from data.label_schema import HEADS
+from model.loading import WEIGHTS_NAME
+from model.triager import Triager, TriagerConfig
+from training.trainer import fit_temperature, macro_f1s
+
+# Settings two models must share for their weights to be averaged.
+SHARED_SETTINGS = ("base_folder_name", "base_source_sha256", "num_layers", "trained_layers", "max_length", "text_prefix",
+                   "labels", "normalization_version")
+
+
+def soup_problems(other: str | Path, num_layers: int, trained_layers: int, max_length: int, text_prefix: str) -> list[str]:
+    """What stops a run with these settings from being averaged with ``other``, checked before fine-tuning starts."""
+    other = Path(other)
+    try:
+        theirs = TriagerConfig.load(other)
+    except (FileNotFoundError, TypeError, ValueError) as error:
+        return [f"--soup-with {other}: {error}"]
+    wanted = {"num_layers": num_layers, "trained_layers": list(range(num_layers - trained_layers, num_layers)),
+              "max_length": max_length, "text_prefix": text_prefix}
+    return [f"--soup-with {other}: it has {name} {getattr(theirs, name)!r}, this run {value!r}"
+            for name, value in wanted.items() if getattr(theirs, name) != value]
+
+
+def soup_with(triager: Triager, other: str | Path, eval_ds) -> dict:
+    """Replace ``triager``'s fine-tuned weights by their average with those of the model folder ``other``, refit its
+    temperatures on ``eval_ds`` (rows of ``training.dataset_io.load_labelled``) and say what was done."""
+    other = Path(other)
+    other_config = TriagerConfig.load(other)
+    differ = [name for name in SHARED_SETTINGS if getattr(other_config, name) != getattr(triager.config, name)]
+    if differ:
+        raise ValueError(f"{other} differs from this run in {', '.join(differ)}: its weights cannot be averaged with these")
+    weights_path = other / WEIGHTS_NAME
+    theirs = load_file(str(weights_path))
+    ours = triager.net.trained_state(triager.config.trained_layers, dtype=torch.float32)
+    if set(theirs) != set(ours):
+        raise ValueError(f"{weights_path}: other fine-tuned parameters than this run's")
+    triager.net.load_state_dict({name: (ours[name] + theirs[name].float()) / 2 for name in ours}, strict=False)
+    triager.net.eval()
+    logits = triager.logits(list(eval_ds["text"]), normalized=True)
+    labels = {h: torch.tensor(eval_ds[f"{h}_id"], dtype=torch.long) for h in HEADS}
+    before = dict(triager.config.temperatures)
+    triager.config.temperatures = {h: fit_temperature(logits[h], labels[h]) for h in HEADS}
+    return {
+        "with": str(other),
+        "with_version": other_config.version,
+        "with_weights_sha256": hashlib.sha256(weights_path.read_bytes()).hexdigest(),
+        "temperatures_before": before,
+        "eval_macro_f1": macro_f1s(logits, labels),
+    }
