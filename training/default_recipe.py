@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--labeled", type=Path, required=True, help="folder holding train.jsonl (hand-labelled real messages)")
     parser.add_argument("--out", type=Path, default=Path("model/default"))
-    parser.add_argument("--version", default="triage-e5s-default-3")
+    parser.add_argument("--version", default="triage-e5s-default-4")
     parser.add_argument("--real-repeat", type=int, default=REAL_ROW_REPEAT, help="times each real row is seen per epoch")
     parser.add_argument("--corpus", type=Path, default=None, help="public corpora folder: add weak-labelled rows (never a dev.jsonl text)")
     parser.add_argument("--corpus-rows", type=int, default=CORPUS_ROWS)
