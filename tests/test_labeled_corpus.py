@@ -39,3 +39,19 @@ def test_rows_resolve_and_none_is_a_dev_text_or_critical_case() -> None:
     dev = [json.loads(line)["text"] for line in (SHARED / "labeled" / "dev.jsonl").read_text(encoding="utf-8").splitlines() if line.strip()]
     held_out = HeldOut(dev + sorted(critical_texts(SHARED / "corpora")))
     assert [r["ref"] for r in rows if normalize(r["text"]) in held_out] == []
+
+
+@pytest.mark.skipif(not (SHARED / "corpora").is_dir(), reason=f"no {SHARED / 'corpora'} here")
+def test_command_writes_the_rows_for_triage_evaluate(tmp_path, capsys) -> None:
+    from training.corpus_refs import main
+    from training.dataset_io import load_labelled
+
+    out = tmp_path / "labelled.jsonl"
+    assert main(["--corpus", str(SHARED / "corpora"), "--refs", str(LABELED_CORPUS), "--out", str(out)]) == 0
+    written = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    committed = [json.loads(line) for line in LABELED_CORPUS.read_text(encoding="utf-8").splitlines()]
+    assert [(r["ref"], r["category"], r["severity"], r["sentiment"]) for r in written] == \
+        [(r["ref"], r["category"], r["severity"], r["sentiment"]) for r in committed]
+    assert load_labelled([out])[0].num_rows == len(committed)  # what `triage evaluate --data` reads
+    assert main(["--corpus", str(tmp_path / "none"), "--refs", str(LABELED_CORPUS), "--out", str(tmp_path / "x.jsonl")]) == 2
+    assert "no such corpus folder" in capsys.readouterr().err

@@ -13,13 +13,17 @@ ECD the index into the tab-separated fields (1, 3, 5, …: the customer turns); 
 The text is the customer text exactly as the weak-label readers yield it (before normalisation).
 
 Used by ``evaluation.critical_cases`` (an evaluation set) and ``training.default_recipe`` (real corpus
-messages labelled per LABELING.md, ``data/labeled_corpus.jsonl``).
+messages labelled per LABELING.md, ``data/labeled_corpus.jsonl``). As a command it writes a references file
+out as labelled rows for ``triage evaluate``:
+``python -m training.corpus_refs --corpus ../shared/data/corpora --refs data/labeled_corpus.jsonl --out labelled.jsonl``.
 """
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
+import sys
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -122,3 +126,26 @@ def resolve_refs(corpus_dir: str | Path, path: str | Path, required: Sequence[st
         extra = {k: v for k, v in row.items() if k not in ("sha256", "_row", *HEADS)}
         resolved.append({"text": text, **{head: row[head] for head in HEADS}, "source": source_prefix + source, **extra})
     return resolved
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Resolve a references file against the corpora; write labelled JSONL rows.")
+    parser.add_argument("--corpus", type=Path, required=True, help="folder with jddc/, taobao_ecd/, online_shopping_10_cats/, waimai_10k/")
+    parser.add_argument("--refs", type=Path, required=True, help="references file, e.g. data/labeled_corpus.jsonl")
+    parser.add_argument("--out", type=Path, required=True, help="labelled JSONL to write (text, labels, source, ref)")
+    args = parser.parse_args(argv)
+    try:
+        rows = resolve_refs(args.corpus, args.refs)
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        with args.out.open("w", encoding="utf-8") as f:
+            for row in rows:
+                f.write(json.dumps(row, ensure_ascii=False) + "\n")
+    except (CorpusRefError, OSError) as exc:
+        print(f"corpus_refs: error: {exc}", file=sys.stderr)
+        return 2
+    print(f"wrote {len(rows)} rows to {args.out}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
