@@ -17,12 +17,11 @@ resolved rows (``text`` + labels + ``source``) for ``triage evaluate --data FILE
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 from data.label_schema import HEADS
-from training.corpus_refs import CorpusRefError, iter_customer_texts, read_refs, resolve_refs, sha256_text
+from training.corpus_refs import CorpusRefError, iter_customer_texts, read_refs, resolve_refs, sha256_text, write_rows
 
 __all__ = ["CriticalCaseError", "DEFAULT_CASES_PATH", "critical_texts", "iter_customer_texts", "load_critical_cases",
            "read_cases", "sha256_text"]
@@ -66,10 +65,7 @@ def main(argv: list[str] | None = None) -> int:
         rows = load_critical_cases(args.corpus, args.cases)
         if args.only != "all":
             rows = [r for r in rows if (r["severity"] == "critical") == (args.only == "critical")]
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        with args.out.open("w", encoding="utf-8") as f:
-            for row in rows:
-                f.write(json.dumps(row, ensure_ascii=False) + "\n")
+        write_rows(rows, args.out)
     except (CriticalCaseError, OSError) as exc:
         print(f"critical_cases: error: {exc}", file=sys.stderr)
         return 2

@@ -128,6 +128,14 @@ def resolve_refs(corpus_dir: str | Path, path: str | Path, required: Sequence[st
     return resolved
 
 
+def write_rows(rows: Sequence[dict], out: Path) -> None:
+    """Resolved rows as JSON Lines, the input ``triage evaluate --data`` takes."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with out.open("w", encoding="utf-8") as f:
+        for row in rows:
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Resolve a references file against the corpora; write labelled JSONL rows.")
     parser.add_argument("--corpus", type=Path, required=True, help="folder with jddc/, taobao_ecd/, online_shopping_10_cats/, waimai_10k/")
@@ -136,10 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         rows = resolve_refs(args.corpus, args.refs)
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        with args.out.open("w", encoding="utf-8") as f:
-            for row in rows:
-                f.write(json.dumps(row, ensure_ascii=False) + "\n")
+        write_rows(rows, args.out)
     except (CorpusRefError, OSError) as exc:
         print(f"corpus_refs: error: {exc}", file=sys.stderr)
         return 2
