@@ -65,6 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="share of the character n-gram model blended into each answer, 0 to <1 (default 0.5; 0 = transformer alone)")
     train.add_argument("--select-on", choices=("mean_macro_f1", "nll", "last"), default=None,
                        help="which epoch to keep: best mean macro-F1 on the validation rows (default), lowest mean NLL there, or the last")
+    train.add_argument("--soup-with", type=Path, default=None, metavar="DIR",
+                       help="average the fine-tuned weights with those of this model folder (same base and layers, e.g. the model in service), then recalibrate")
     train.add_argument("--version", default=None, help="model version string (default: triage-e5s-<UTC timestamp>)")
     train.add_argument("--corpus", type=Path, default=None, help="folder of unlabelled public corpora (jddc/, taobao_ecd/, online_shopping_10_cats/, waimai_10k/) to add weak-labelled rows from")
     train.add_argument("--corpus-rows", type=int, default=3000, help="at most this many weak-labelled corpus rows (default 3000)")
@@ -218,6 +220,7 @@ def run_train(args: argparse.Namespace) -> int:
     from training.pipeline import train_from_files
     from training.trainer import TrainConfig
     from training.weak_labels import CorpusError
+    from training.weight_soup import soup_problems
 
     overrides = {
         name: getattr(args, name)
@@ -227,6 +230,8 @@ def run_train(args: argparse.Namespace) -> int:
     }
     config = TrainConfig(**overrides)
     problems = config.problems()
+    if args.soup_with is not None:
+        problems += soup_problems(args.soup_with, config.num_layers, config.trained_layers, config.max_length, config.text_prefix)
     if problems:
         raise CliError("; ".join(problems))
     if args.out.exists() and any(args.out.iterdir()):
@@ -236,7 +241,7 @@ def run_train(args: argparse.Namespace) -> int:
     try:
         train_from_files(args.data, args.out, eval_paths=args.eval, config=config, base_folder=args.base,
                          version=args.version, log=lambda message: print(message, file=sys.stderr),
-                         corpus_dir=args.corpus, corpus_rows=args.corpus_rows)
+                         corpus_dir=args.corpus, corpus_rows=args.corpus_rows, soup_with=args.soup_with)
     except (DataValidationError, CorpusError) as exc:
         raise CliError(str(exc)) from exc
     return 0

@@ -201,6 +201,19 @@ def test_weight_soup_with_a_different_model_is_refused_before_training(trained, 
     assert not (tmp_path / "m").exists()
 
 
+def test_cli_train_soup_with(trained, tmp_path, capsys):
+    data = write_training_file(tmp_path / "train.jsonl")
+    tiny = ["--num-layers", "1", "--trained-layers", "1", "--epochs", "2", "--batch-size", "8", "--max-length", "32"]
+    out = tmp_path / "soup"
+    assert main(["train", "--data", str(data), "--out", str(out), *tiny, "--seed", "8", "--soup-with", str(trained)]) == 0
+    assert json.loads((out / "training_info.json").read_text(encoding="utf-8"))["weight_soup"]["with_version"] == "tiny-test"
+    # Another layer count is refused before any training, with exit code 2 and the reason.
+    other = tmp_path / "other"
+    assert main(["train", "--data", str(data), "--out", str(other), "--num-layers", "2", "--trained-layers", "1",
+                 "--soup-with", str(trained)]) == 2
+    assert "num_layers" in capsys.readouterr().err and not other.exists()
+
+
 def test_cli_predict_with_trained_model(trained, tmp_path):
     src = tmp_path / "in.jsonl"
     src.write_text('{"id": 1, "text": "退款什么时候到账"}\n{"id": 2, "text": "骗子"}\n', encoding="utf-8")
