@@ -191,6 +191,20 @@ def test_weight_soup_averages_two_runs_and_refits_temperatures(trained, tmp_path
                          soup_with=trained, **quiet)
 
 
+def test_weight_soup_is_the_same_after_fine_tuning_or_from_the_saved_run(trained, tmp_path):
+    """The recipe reproduces a soup in one go (fine-tune, then average) or from a saved run (--transformer-from):
+    both must give the same files."""
+    data = write_training_file(tmp_path / "train.jsonl")
+    quiet = dict(log=lambda message: None)
+    settings = TrainConfig(**TINY, seed=8)
+    train_from_files([data], tmp_path / "one_go", config=settings, version="v", soup_with=trained, **quiet)
+    train_from_files([data], tmp_path / "run", config=settings, version="v", **quiet)
+    train_from_files([data], tmp_path / "from_saved", config=settings, version="v", transformer_from=tmp_path / "run",
+                     soup_with=trained, **quiet)
+    for name in ("trained_weights.safetensors", "triager_config.json", "char_ngram.json", "char_ngram.npz"):
+        assert (tmp_path / "one_go" / name).read_bytes() == (tmp_path / "from_saved" / name).read_bytes(), name
+
+
 def test_weight_soup_with_a_different_model_is_refused_before_training(trained, tmp_path):
     data = write_training_file(tmp_path / "train.jsonl")
     settings = TrainConfig(num_layers=2, trained_layers=1, epochs=2, batch_size=8, max_length=32)

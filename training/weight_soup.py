@@ -20,6 +20,7 @@ from model.loading import WEIGHTS_NAME
 from model.triager import Triager, TriagerConfig
 from training.trainer import fit_temperature, macro_f1s
 
+STORED_DTYPE = torch.float16  # Triager.save stores the fine-tuned weights in fp16
 # Settings two models must share for their weights to be averaged.
 SHARED_SETTINGS = ("base_folder_name", "base_source_sha256", "num_layers", "trained_layers", "max_length", "text_prefix",
                    "labels", "normalization_version")
@@ -48,10 +49,13 @@ def soup_with(triager: Triager, other: str | Path, eval_ds) -> dict:
         raise ValueError(f"{other} differs from this run in {', '.join(differ)}: its weights cannot be averaged with these")
     weights_path = other / WEIGHTS_NAME
     theirs = load_file(str(weights_path))
-    ours = triager.net.trained_state(triager.config.trained_layers, dtype=torch.float32)
+    # Both sides and the average at the precision a model folder stores (fp16): the soup calibrated here is
+    # exactly the one saved, and the same whether this run was just fine-tuned or loaded from its folder.
+    ours = triager.net.trained_state(triager.config.trained_layers, dtype=STORED_DTYPE)
     if set(theirs) != set(ours):
         raise ValueError(f"{weights_path}: other fine-tuned parameters than this run's")
-    triager.net.load_state_dict({name: (ours[name] + theirs[name].float()) / 2 for name in ours}, strict=False)
+    averaged = {name: ((ours[name].float() + theirs[name].float()) / 2).to(STORED_DTYPE).float() for name in ours}
+    triager.net.load_state_dict(averaged, strict=False)
     triager.net.eval()
     logits = triager.logits(list(eval_ds["text"]), normalized=True)
     labels = {h: torch.tensor(eval_ds[f"{h}_id"], dtype=torch.long) for h in HEADS}
