@@ -231,7 +231,7 @@ def run_train(args: argparse.Namespace) -> int:
     config = TrainConfig(**overrides)
     problems = config.problems()
     if args.soup_with is not None:
-        problems += soup_problems(args.soup_with, config.num_layers, config.trained_layers, config.max_length, config.text_prefix)
+        problems += soup_problems(args.soup_with, config)
     if problems:
         raise CliError("; ".join(problems))
     if args.out.exists() and any(args.out.iterdir()):

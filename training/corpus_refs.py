@@ -129,7 +129,7 @@ def resolve_refs(corpus_dir: str | Path, path: str | Path, required: Sequence[st
 
 
 def write_rows(rows: Sequence[dict], out: Path) -> None:
-    """Resolved rows as JSON Lines, the input ``triage evaluate --data`` takes."""
+    """Rows as JSON Lines (UTF-8, one object per line), as ``triage train --data`` and ``triage evaluate --data`` read them."""
     out.parent.mkdir(parents=True, exist_ok=True)
     with out.open("w", encoding="utf-8") as f:
         for row in rows:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import sys
 import tempfile
 from pathlib import Path
@@ -23,7 +22,7 @@ from data.label_schema import HEADS
 from data.text_normalization import normalize
 from evaluation.critical_cases import critical_texts
 from training.augmentation import augmented_rows
-from training.corpus_refs import resolve_refs
+from training.corpus_refs import resolve_refs, write_rows
 from training.dataset_io import load_labelled, stratified_split
 from training.dev_split import split as split_dev
 from training.pipeline import train_from_files
@@ -96,8 +95,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.augment > 0:
             originals = [_labelled_row(row) for ds in (train_part, written) for row in ds]
             augment_file = Path(tmp) / "augmented.jsonl"
-            augment_file.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n"
-                                            for row in augmented_rows(originals, args.augment)), encoding="utf-8")
+            write_rows(augmented_rows(originals, args.augment), augment_file)
             train_files.append(augment_file)
         try:
             train_from_files(train_files, args.out, eval_paths=[validation_file],
@@ -118,8 +116,7 @@ def _labeled_corpus_file(corpus: Path, held_out_texts: list[str], labelled_texts
     rows = [row for row in resolve_refs(corpus, LABELED_CORPUS)
             if normalize(row["text"]) not in held_out and normalize(row["text"]) not in labelled]
     path = tmp / "labeled_corpus.jsonl"
-    path.write_text("".join(json.dumps({"text": row["text"], **{h: row[h] for h in HEADS}}, ensure_ascii=False) + "\n"
-                            for row in rows), encoding="utf-8")
+    write_rows([{"text": row["text"], **{h: row[h] for h in HEADS}} for row in rows], path)
     print(f"labelled corpus messages: {len(rows)} rows from {LABELED_CORPUS.name}", file=sys.stderr)
     return path
 

@@ -64,7 +64,7 @@ def train_from_files(
     config = config or TrainConfig()
     problems = config.problems()  # before any file is read, on both paths (fine-tuning or reusing a transformer)
     if soup_with is not None:
-        problems += soup_problems(soup_with, config.num_layers, config.trained_layers, config.max_length, config.text_prefix)
+        problems += soup_problems(soup_with, config)
     if problems:
         raise ValueError("; ".join(problems))
     out_dir = Path(out_dir)

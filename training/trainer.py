@@ -51,6 +51,10 @@ class TrainConfig:
     # the last epoch (the learning rate has decayed to 0 there; the validation rows then only calibrate).
     select_on: str = "mean_macro_f1"
 
+    def trained_layer_indices(self) -> list[int]:
+        """Indices of the encoder layers that are fine-tuned: the top ``trained_layers`` of ``num_layers``."""
+        return list(range(self.num_layers - self.trained_layers, self.num_layers))
+
     def problems(self) -> list[str]:
         """What is wrong with these settings, as messages for the user."""
         checks = [
@@ -104,7 +108,7 @@ def train(
     tokenizer = AutoTokenizer.from_pretrained(base_folder)
     head_sizes = {h: len(LABELS.codes(h)) for h in HEADS}
     net = build_net(base_folder, config.num_layers, head_sizes)
-    trained_layers = list(range(config.num_layers - config.trained_layers, config.num_layers))
+    trained_layers = config.trained_layer_indices()
     _freeze_all_but(net, trained_layers)
 
     train_batches = _encode(train_ds, tokenizer, config.max_length, config.text_prefix)

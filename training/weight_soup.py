@@ -13,28 +13,27 @@ import hashlib
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file
+from safetensors.torch import load as load_safetensors
 
 from data.label_schema import HEADS
 from model.loading import WEIGHTS_NAME
 from model.triager import Triager, TriagerConfig
-from training.trainer import fit_temperature, macro_f1s
+from training.trainer import TrainConfig, fit_temperature, macro_f1s
 
-STORED_DTYPE = torch.float16  # Triager.save stores the fine-tuned weights in fp16
 # Settings two models must share for their weights to be averaged.
 SHARED_SETTINGS = ("base_folder_name", "base_source_sha256", "num_layers", "trained_layers", "max_length", "text_prefix",
                    "labels", "normalization_version")
 
 
-def soup_problems(other: str | Path, num_layers: int, trained_layers: int, max_length: int, text_prefix: str) -> list[str]:
+def soup_problems(other: str | Path, config: TrainConfig) -> list[str]:
     """What stops a run with these settings from being averaged with ``other``, checked before fine-tuning starts."""
     other = Path(other)
     try:
         theirs = TriagerConfig.load(other)
     except (FileNotFoundError, TypeError, ValueError) as error:
         return [f"--soup-with {other}: {error}"]
-    wanted = {"num_layers": num_layers, "trained_layers": list(range(num_layers - trained_layers, num_layers)),
-              "max_length": max_length, "text_prefix": text_prefix}
+    wanted = {"num_layers": config.num_layers, "trained_layers": config.trained_layer_indices(),
+              "max_length": config.max_length, "text_prefix": config.text_prefix}
     return [f"--soup-with {other}: it has {name} {getattr(theirs, name)!r}, this run {value!r}"
             for name, value in wanted.items() if getattr(theirs, name) != value]
 
@@ -48,13 +47,14 @@ def soup_with(triager: Triager, other: str | Path, eval_ds) -> dict:
     if differ:
         raise ValueError(f"{other} differs from this run in {', '.join(differ)}: its weights cannot be averaged with these")
     weights_path = other / WEIGHTS_NAME
-    theirs = load_file(str(weights_path))
-    # Both sides and the average at the precision a model folder stores (fp16): the soup calibrated here is
-    # exactly the one saved, and the same whether this run was just fine-tuned or loaded from its folder.
-    ours = triager.net.trained_state(triager.config.trained_layers, dtype=STORED_DTYPE)
+    stored = weights_path.read_bytes()
+    theirs = load_safetensors(stored)
+    # Both sides and the average in the form a model folder stores them (trained_state's fp16): the soup
+    # calibrated here is exactly the one saved, the same whether this run was just fine-tuned or loaded.
+    ours = triager.net.trained_state(triager.config.trained_layers)
     if set(theirs) != set(ours):
         raise ValueError(f"{weights_path}: other fine-tuned parameters than this run's")
-    averaged = {name: ((ours[name].float() + theirs[name].float()) / 2).to(STORED_DTYPE).float() for name in ours}
+    averaged = {name: ((ours[name].float() + theirs[name].float()) / 2).to(ours[name].dtype).float() for name in ours}
     triager.net.load_state_dict(averaged, strict=False)
     triager.net.eval()
     logits = triager.logits(list(eval_ds["text"]), normalized=True)
@@ -64,7 +64,7 @@ def soup_with(triager: Triager, other: str | Path, eval_ds) -> dict:
     return {
         "with": str(other),
         "with_version": other_config.version,
-        "with_weights_sha256": hashlib.sha256(weights_path.read_bytes()).hexdigest(),
+        "with_weights_sha256": hashlib.sha256(stored).hexdigest(),
         "temperatures_before": before,
         "eval_macro_f1": macro_f1s(logits, labels),
     }
