@@ -18,14 +18,14 @@ from fastapi import Depends, FastAPI, Request, Response, Security
 from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPBearer
 
-from api.admission import Admission
-from api.auth import BearerAuthMiddleware
-from api.body_limit import BodyLimitMiddleware
-from api.decision_store import DecisionStore, open_store
-from api.errors import ApiError, install_error_handlers
-from api.metrics import TriageMetrics
-from api.request_log import RequestLogMiddleware
-from api.schemas import (
+from helpdesk_triage.api.admission import Admission
+from helpdesk_triage.api.auth import BearerAuthMiddleware
+from helpdesk_triage.api.body_limit import BodyLimitMiddleware
+from helpdesk_triage.api.decision_store import DecisionStore, open_store
+from helpdesk_triage.api.errors import ApiError, install_error_handlers
+from helpdesk_triage.api.metrics import TriageMetrics
+from helpdesk_triage.api.request_log import RequestLogMiddleware
+from helpdesk_triage.api.schemas import (
     BatchResponse,
     ErrorResponse,
     FeedbackRequest,
@@ -36,10 +36,10 @@ from api.schemas import (
     TriageResponse,
     batch_request_model,
 )
-from api.settings import Settings
-from api.triage_service import TriageService
-from data.label_schema import HEADS
-from model.prediction import Classifier
+from helpdesk_triage.policy.settings import Settings
+from helpdesk_triage.api.triage_service import TriageService
+from helpdesk_triage.policy.labels import HEADS
+from helpdesk_triage.policy.prediction import Classifier
 
 log = logging.getLogger("triage.app")
 

@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from api.errors import error_response
+from helpdesk_triage.api.errors import error_response
 
 PROTECTED_PREFIX = "/v1/"
 

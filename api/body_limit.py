@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from api.errors import error_response
+from helpdesk_triage.api.errors import error_response
 
 MAX_DRAIN_BYTES = 16 * 1024 * 1024
 

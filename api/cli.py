@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from helpdesk_triage.policy.labels import HEADS
 
 EXIT_USAGE = 2
 
@@ -101,7 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
 def run_serve(args: argparse.Namespace) -> int:
     import os
 
-    from api.server import run_server
+    from helpdesk_triage.api.server import run_server
 
     if args.workers < 1:
         raise CliError("--workers must be at least 1")
@@ -111,13 +112,13 @@ def run_serve(args: argparse.Namespace) -> int:
         # The app is built from the environment in each worker process, so the choice travels there.
         os.environ["TRIAGE_MODEL_DIR"] = str(args.model.resolve())
     settings = load_settings()
-    run_server("api.main:app", settings, host=args.host, port=args.port, workers=args.workers)
+    run_server("helpdesk_triage.api.main:app", settings, host=args.host, port=args.port, workers=args.workers)
     return 0
 
 
 def run_export_feedback(args: argparse.Namespace) -> int:
-    from api.decision_store import open_store
-    from api.feedback_export import export_feedback
+    from helpdesk_triage.api.decision_store import open_store
+    from helpdesk_triage.api.feedback_export import export_feedback
 
     url = args.database_url or load_settings().database_url
     shown = redact_url(url)
@@ -143,7 +144,7 @@ def load_settings():
     """Settings from the environment; a bad TRIAGE_* value is a one-line CliError naming the variable."""
     from pydantic import ValidationError
 
-    from api.settings import Settings
+    from helpdesk_triage.policy.settings import Settings
 
     try:
         return Settings()
@@ -162,11 +163,12 @@ def redact_url(url: str) -> str:
 
 
 def run_predict(args: argparse.Namespace) -> int:
-    from model.loading import load_classifier
+    from helpdesk_triage.model.triage_model import load_classifier
 
     rows = read_jsonl_texts(args.input)
+    settings = load_settings()
     try:
-        classifier, degraded = load_classifier(args.model)
+        classifier, degraded = load_classifier(args.model, settings.runtime, settings.cache_dir)
     except (FileNotFoundError, ValueError) as exc:
         raise CliError(str(exc)) from exc
     predictions = classifier.predict([row["text"] for row in rows])
@@ -174,7 +176,7 @@ def run_predict(args: argparse.Namespace) -> int:
     with args.output.open("w", encoding="utf-8") as out:
         for row, prediction in zip(rows, predictions):
             result = dict(row)
-            for head in ("category", "severity", "sentiment"):
+            for head in HEADS:
                 head_prediction = prediction.head(head)
                 result[f"pred_{head}"] = head_prediction.label
                 result[f"pred_{head}_confidence"] = round(head_prediction.confidence, 4)
@@ -216,11 +218,11 @@ def read_jsonl_texts(path: Path) -> list[dict]:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from training.dataset_io import DataValidationError
-    from training.pipeline import train_from_files
-    from training.trainer import TrainConfig
-    from training.weak_labels import CorpusError
-    from training.weight_soup import soup_problems
+    from helpdesk_triage.training.dataset_io import DataValidationError
+    from helpdesk_triage.training.pipeline import train_from_files
+    from helpdesk_triage.training.trainer import TrainConfig
+    from helpdesk_triage.training.weak_labels import CorpusError
+    from helpdesk_triage.training.weight_soup import soup_problems
 
     overrides = {
         name: getattr(args, name)
@@ -248,11 +250,11 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
-    from evaluation.evaluate import run_evaluation
-    from evaluation.routing_impact import CostMatrixError, RoutingCosts
-    from evaluation.slices import SliceColumnError, check_slice_name
-    from model.loading import load_classifier
-    from training.dataset_io import DataValidationError
+    from helpdesk_triage.evaluation.evaluate import run_evaluation
+    from helpdesk_triage.evaluation.routing_impact import CostMatrixError, RoutingCosts
+    from helpdesk_triage.evaluation.slices import SliceColumnError, check_slice_name
+    from helpdesk_triage.model.triage_model import load_classifier
+    from helpdesk_triage.training.dataset_io import DataValidationError
 
     if args.bootstrap < 1:
         raise CliError(f"--bootstrap must be a positive number of resamples, got {args.bootstrap}")
@@ -262,11 +264,12 @@ def run_evaluate(args: argparse.Namespace) -> int:
         RoutingCosts.load(args.costs)  # a bad cost file or slice name fails before any model is loaded
         if args.slice_by is not None:
             check_slice_name(args.slice_by)
-        classifier, _ = load_classifier(args.model)
+        settings = load_settings()
+        classifier, _ = load_classifier(args.model, settings.runtime, settings.cache_dir)
         compare = None
         if args.compare is not None:
             try:
-                compare, _ = load_classifier(args.compare)
+                compare, _ = load_classifier(args.compare, settings.runtime, settings.cache_dir)
             except (FileNotFoundError, ValueError) as exc:
                 raise CliError(f"--compare {args.compare}: {exc}") from exc
         run_evaluation(classifier, args.data, args.out, train_paths=args.train, log=lambda m: print(m, file=sys.stderr),
@@ -278,8 +281,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
 
 def run_optimize(args: argparse.Namespace) -> int:
-    from model.loading import CONFIG_NAME, DEFAULT_MODEL_DIR, is_model_folder
-    from model.onnx_runtime import build_onnx_model
+    from helpdesk_triage.model.folder import CONFIG_NAME, DEFAULT_MODEL_DIR, ModelConfig, is_model_folder
+    from helpdesk_triage.model.onnx_export import build_onnx_model
 
     folder = args.model or DEFAULT_MODEL_DIR
     if not is_model_folder(folder):
@@ -290,14 +293,14 @@ def run_optimize(args: argparse.Namespace) -> int:
         raise CliError(f"cannot build the optimised model: {' '.join(str(exc).split())[:500]}") from exc
     meta = json.loads((built / "runtime.json").read_text(encoding="utf-8"))
     check = meta.get("check", {})
-    print(f"{built} ({meta['config']['version']}; labels agree with the torch model on "
+    print(f"{built} ({ModelConfig.load(folder).version}; labels agree with the torch model on "
           f"{check.get('agreement', {}).get('category', float('nan')):.0%} of {check.get('n', 0)} calibration texts)")
     return 0
 
 
 def run_bench(args: argparse.Namespace) -> int:
-    from evaluation.serving_bench import format_table, run_bench as bench, write_json
-    from model.loading import CONFIG_NAME, is_model_folder
+    from helpdesk_triage.api.serving_bench import format_table, run_bench as bench, write_json
+    from helpdesk_triage.model.folder import CONFIG_NAME, is_model_folder
 
     if args.seconds <= 0:
         raise CliError("--seconds must be positive")

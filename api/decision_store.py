@@ -37,7 +37,7 @@ from typing import Any, Protocol, TypeVar
 
 import psycopg
 
-from data.label_schema import HEADS
+from helpdesk_triage.policy.labels import HEADS
 
 __all__ = [
     "SCHEMA_VERSION",

@@ -10,9 +10,10 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from api.decision_store import UnknownDecision
-from api.schemas import ErrorResponse
-from api.triage_service import InvalidInput, StorageUnavailable
+from helpdesk_triage.api.decision_store import UnknownDecision
+from helpdesk_triage.api.schemas import ErrorResponse
+from helpdesk_triage.api.triage_service import StorageUnavailable
+from helpdesk_triage.policy.triage import InvalidInput
 
 log = logging.getLogger("triage.errors")
 

@@ -13,9 +13,9 @@ import os
 import tempfile
 from pathlib import Path
 
-from api.decision_store import DecisionStore
-from data import pii_masking
-from data.label_schema import HEADS
+from helpdesk_triage.api.decision_store import DecisionStore
+from helpdesk_triage.policy import pii_masking
+from helpdesk_triage.policy.labels import HEADS
 
 __all__ = ["export_feedback"]
 

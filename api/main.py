@@ -1,5 +1,5 @@
-"""ASGI entry point for uvicorn: `uvicorn api.main:app`."""
+"""ASGI entry point for uvicorn: `uvicorn helpdesk_triage.api.main:app`."""
 
-from api.app import create_app
+from helpdesk_triage.api.app import create_app
 
 app = create_app()

@@ -12,8 +12,8 @@ from prometheus_client import (
     generate_latest,
 )
 
-from api.schemas import TriageResponse
-from data.label_schema import HEADS
+from helpdesk_triage.api.schemas import TriageResponse
+from helpdesk_triage.policy.labels import HEADS
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)

@@ -21,8 +21,8 @@ from typing import Any
 from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from api.errors import error_response
-from api.metrics import TriageMetrics
+from helpdesk_triage.api.errors import error_response
+from helpdesk_triage.api.metrics import TriageMetrics
 
 REQUEST_ID_HEADER = "x-request-id"
 _VALID_REQUEST_ID = re.compile(r"[\x20-\x7e]{1,128}")  # printable ASCII

@@ -8,8 +8,8 @@ from typing import Any
 
 import uvicorn
 
-from api.request_log import log_config
-from api.settings import Settings
+from helpdesk_triage.api.request_log import log_config
+from helpdesk_triage.policy.settings import Settings
 
 
 def run_server(app: Any, settings: Settings, *, host: str | None = None, port: int | None = None,

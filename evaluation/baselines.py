@@ -10,11 +10,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from data.label_schema import HEADS, LABELS
-from data.text_normalization import normalize
-from model.char_ngram import CharNgramModel, NgramSettings
-from model.keyword_rules import KeywordClassifier
-from model.prediction import TextPrediction, predictions_from_probabilities
+from helpdesk_triage.policy.labels import HEADS, LABELS
+from helpdesk_triage.policy.text_normalization import normalize
+from helpdesk_triage.model.char_ngram import CharNgramModel, NgramSettings
+from helpdesk_triage.policy.keyword_rules import KeywordClassifier
+from helpdesk_triage.policy.prediction import TextPrediction, predictions_from_probabilities
 
 if TYPE_CHECKING:
     import datasets

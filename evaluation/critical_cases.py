@@ -10,7 +10,7 @@ the repository, so each row holds only a reference, the SHA-256 of the customer 
 These texts are an evaluation set: they must never be trained on. :func:`critical_texts` gives them
 to training's held-out filter (``training.pipeline``'s ``corpus_exclude``, ``weak_rows(held_out_texts=…)``).
 
-``python -m evaluation.critical_cases --corpus ../shared/data/corpora --out FILE.jsonl`` writes the
+``python -m helpdesk_triage.evaluation.critical_cases --corpus ../shared/data/corpora --out FILE.jsonl`` writes the
 resolved rows (``text`` + labels + ``source``) for ``triage evaluate --data FILE.jsonl``.
 """
 
@@ -20,13 +20,14 @@ import argparse
 import sys
 from pathlib import Path
 
-from data.label_schema import HEADS
-from training.corpus_refs import CorpusRefError, iter_customer_texts, read_refs, resolve_refs, sha256_text, write_rows
+from helpdesk_triage.policy.labels import HEADS
+from helpdesk_triage.training.corpus_refs import CorpusRefError, iter_customer_texts, read_refs, resolve_refs, sha256_text, write_rows
+from helpdesk_triage.policy.data_files import data_file
 
 __all__ = ["CriticalCaseError", "DEFAULT_CASES_PATH", "critical_texts", "iter_customer_texts", "load_critical_cases",
            "read_cases", "sha256_text"]
 
-DEFAULT_CASES_PATH = Path(__file__).resolve().parent.parent / "data" / "critical_cases.jsonl"
+DEFAULT_CASES_PATH = data_file("critical_cases.jsonl")
 REQUIRED_FIELDS = ("ref", "sha256", *HEADS, "why")
 CriticalCaseError = CorpusRefError
 

@@ -23,16 +23,16 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from data.label_schema import HEADS
-from evaluation import plots
-from evaluation.metrics import binary_recall_precision, head_metrics, reliability_bins
-from evaluation.predictions import Predictions, predict_rows
-from evaluation.report import HEADLINE_COLUMNS, build_blocks, headline_rows, to_html, to_markdown
-from evaluation.routing_impact import COVERAGE_TARGET, RoutingCosts, coverage_report, routing_impact
-from evaluation.significance import ALPHA, DEFAULT_RESAMPLES, DEFAULT_SEED, compare_head, verdict
-from evaluation.slices import SMALL_SLICE, check_slice_column, check_slice_name, slice_metrics
-from evaluation.worst_errors import worst_errors
-from model.prediction import Classifier
+from helpdesk_triage.policy.labels import HEADS
+from helpdesk_triage.evaluation import plots
+from helpdesk_triage.evaluation.metrics import binary_recall_precision, head_metrics, reliability_bins
+from helpdesk_triage.evaluation.predictions import Predictions, predict_rows
+from helpdesk_triage.evaluation.report import HEADLINE_COLUMNS, build_blocks, headline_rows, to_html, to_markdown
+from helpdesk_triage.evaluation.routing_impact import COVERAGE_TARGET, RoutingCosts, coverage_report, routing_impact
+from helpdesk_triage.evaluation.significance import ALPHA, DEFAULT_RESAMPLES, DEFAULT_SEED, compare_head, verdict
+from helpdesk_triage.evaluation.slices import SMALL_SLICE, check_slice_column, check_slice_name, slice_metrics
+from helpdesk_triage.evaluation.worst_errors import worst_errors
+from helpdesk_triage.policy.prediction import Classifier
 
 __all__ = [
     "HEADLINE_COLUMNS",
@@ -171,8 +171,8 @@ def run_evaluation(
     ``SliceColumnError`` (no row has the ``slice_by`` field) before anything is written.
     Returns ``{name: metrics}``: the model first, then the comparison model, then the baselines.
     """
-    from evaluation.baselines import KeywordBaseline, TfidfLogRegBaseline
-    from training.dataset_io import load_labelled, without_texts_of
+    from helpdesk_triage.evaluation.baselines import KeywordBaseline, TfidfLogRegBaseline
+    from helpdesk_triage.training.dataset_io import load_labelled, without_texts_of
 
     if isinstance(n_bootstrap, bool) or not isinstance(n_bootstrap, int) or n_bootstrap < 1:
         raise ValueError(f"n_bootstrap must be a positive integer, got {n_bootstrap!r}")
@@ -205,7 +205,7 @@ def run_evaluation(
     results = {name: metrics_from_predictions(p, costs, slice_values, slice_by) for name, p in runs.items()}
     robustness_result = None
     if robustness:
-        from evaluation.robustness import robustness_report
+        from helpdesk_triage.evaluation.robustness import robustness_report
 
         log("robustness: predicting perturbed copies of the rows")
         rows = [{"text": raw, **{head: truth[head][i] for head in HEADS}} for i, raw in enumerate(ds["raw_text"])]
@@ -250,7 +250,7 @@ def run_evaluation(
     log("")
     log(routing_table(results))
     if robustness_result is not None:
-        from evaluation.robustness import robustness_table
+        from helpdesk_triage.evaluation.robustness import robustness_table
 
         log("")
         log(robustness_table(robustness_result))

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from data.label_schema import HEADS, LABELS
-from model.prediction import Classifier
+from helpdesk_triage.policy.labels import HEADS, LABELS
+from helpdesk_triage.policy.prediction import Classifier
 
 __all__ = ["CHUNK_SIZE", "HeadOutputs", "Predictions", "predict_rows"]
 

@@ -14,7 +14,7 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from data.label_schema import HEADS
+from helpdesk_triage.policy.labels import HEADS
 
 __all__ = [
     "HEADLINE_COLUMNS",
@@ -327,7 +327,7 @@ def _slices_section(slices: Mapping, main: str) -> list[Block]:
 
 
 def _robustness_section(report: Mapping, main: str) -> list[Block]:
-    from evaluation.robustness import ROBUSTNESS_COLUMNS, robustness_rows
+    from helpdesk_triage.evaluation.robustness import ROBUSTNESS_COLUMNS, robustness_rows
 
     targets = report["targets"]
     overall = report["overall"]

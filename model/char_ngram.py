@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from data.label_schema import LABELS
+from helpdesk_triage.policy.labels import LABELS
 
 JSON_NAME = "char_ngram.json"
 ARRAYS_NAME = "char_ngram.npz"

@@ -25,8 +25,8 @@ from pathlib import Path
 import httpx
 import uvicorn
 
-from model.keyword_rules import KeywordClassifier
-from model.prediction import TextPrediction
+from helpdesk_triage.policy.keyword_rules import KeywordClassifier
+from helpdesk_triage.policy.prediction import TextPrediction
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -120,9 +120,9 @@ def _environ_without_api_keys() -> dict[str, str]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from api.app import create_app
-    from api.server import run_server
-    from api.settings import Settings
+    from helpdesk_triage.api.app import create_app
+    from helpdesk_triage.api.server import run_server
+    from helpdesk_triage.policy.settings import Settings
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--fd", type=int, required=True, help="an inherited listening socket")

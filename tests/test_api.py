@@ -5,23 +5,21 @@ import json
 import logging
 import threading
 import time
-from pathlib import Path
 
 import httpx
 import pytest
 from pydantic import ValidationError
 
-from api.app import create_app
-from api.decision_store import open_store
-from api.request_log import JsonFormatter
-from api.schemas import TriageRequest
-from api.settings import Settings
-from api.sla_policy import parse_timestamp
-from model.keyword_rules import KeywordClassifier
-from model.prediction import TextPrediction, one_label_distribution
+from helpdesk_triage.api.app import create_app
+from helpdesk_triage.api.decision_store import open_store
+from helpdesk_triage.api.request_log import JsonFormatter
+from helpdesk_triage.api.schemas import TriageRequest
+from helpdesk_triage.policy.settings import Settings
+from helpdesk_triage.policy.sla import parse_timestamp
+from helpdesk_triage.policy.keyword_rules import KeywordClassifier
+from helpdesk_triage.policy.prediction import TextPrediction, one_label_distribution
 from tests.api_test_server import serve_in_thread
 
-EMBEDDED_VERSION = json.loads((Path(__file__).resolve().parents[1] / "model" / "default" / "triager_config.json").read_text(encoding="utf-8"))["version"]
 
 KEY = "k" * 24
 OTHER_KEY = "z" * 32
@@ -103,10 +101,10 @@ def assert_error(response: httpx.Response, status: int, code: str, field: str | 
 # --------------------------------------------------------------------------------------------
 
 
-def test_default_app_serves_the_embedded_model(model_http):
+def test_default_app_serves_the_embedded_model(model_http, embedded_version):
     ready = model_http.get("/readyz").json()
     assert ready["degraded"] is False and ready["storage"] is True
-    assert ready["model_version"] == EMBEDDED_VERSION
+    assert ready["model_version"] == embedded_version
     body = model_http.post("/v1/triage", json={"text": "吃了你们的零食孩子过敏住院了，我要投诉到12315", "id": "m-1"}).json()
     assert body["degraded"] is False
     assert body["category"]["label"] == "D"
@@ -177,7 +175,7 @@ class ConfidentHighClassifier:
 
 
 def test_a_critical_cue_the_model_calls_lower_goes_to_human_review():
-    from api.triage_service import TriageService
+    from helpdesk_triage.api.triage_service import TriageService
 
     decisions = open_store("sqlite:///:memory:")
     service = TriageService(settings(), decisions, classifier=ConfidentHighClassifier())
@@ -556,11 +554,11 @@ def test_bad_settings_fail_at_start_naming_the_setting(monkeypatch, name, value)
 
 
 def test_not_ready_until_the_model_is_loaded(monkeypatch):
-    from api import triage_service
+    from helpdesk_triage.api import triage_service
 
     release = threading.Event()
 
-    def slow_load(model_dir):
+    def slow_load(model_dir, runtime, cache_dir):
         release.wait(30)
         return KeywordClassifier(), True
 
@@ -587,9 +585,9 @@ def wait_until_ready(client: httpx.Client, timeout: float = 10) -> None:
 
 
 def test_a_model_that_fails_to_load_leaves_the_keyword_rules_serving(monkeypatch):
-    from api import triage_service
+    from helpdesk_triage.api import triage_service
 
-    def broken_load(model_dir):
+    def broken_load(model_dir, runtime, cache_dir):
         raise OSError("weights missing")
 
     monkeypatch.setattr(triage_service, "load_classifier", broken_load)

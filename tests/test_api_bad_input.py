@@ -13,9 +13,9 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from api.app import create_app
-from api.settings import Settings
-from model.keyword_rules import KeywordClassifier
+from helpdesk_triage.api.app import create_app
+from helpdesk_triage.policy.settings import Settings
+from helpdesk_triage.policy.keyword_rules import KeywordClassifier
 from tests.api_test_server import serve_in_thread
 
 JSON = {"content-type": "application/json"}

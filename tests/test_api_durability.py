@@ -15,7 +15,7 @@ import uuid
 import httpx
 import pytest
 
-from api.cli import main as triage
+from helpdesk_triage.api.cli import main as triage
 from tests.api_test_server import ServerProcess
 
 N_DECISIONS = 320  # more than the writers can acknowledge before the kill: every feedback has its own decision

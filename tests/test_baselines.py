@@ -8,11 +8,11 @@ from pathlib import Path
 import datasets
 import pytest
 
-from data.label_schema import HEADS, LABELS
-from evaluation.baselines import KeywordBaseline, TfidfLogRegBaseline
-from model.keyword_rules import KeywordClassifier
-from model.prediction import TextPrediction
-from training.dataset_io import load_labelled
+from helpdesk_triage.policy.labels import HEADS, LABELS
+from helpdesk_triage.evaluation.baselines import KeywordBaseline, TfidfLogRegBaseline
+from helpdesk_triage.policy.keyword_rules import KeywordClassifier
+from helpdesk_triage.policy.prediction import TextPrediction
+from helpdesk_triage.training.dataset_io import load_labelled
 
 # 40 short hand-written messages, 10 per category (A inquiry, B order, C product, D complaint).
 # No message is labelled severity "critical", so that label never occurs in training.

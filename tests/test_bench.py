@@ -7,8 +7,8 @@ import math
 
 import pytest
 
-from api.cli import main
-from evaluation.serving_bench import METRIC_KEYS, format_table, memory_mb, percentile
+from helpdesk_triage.api.cli import main
+from helpdesk_triage.api.serving_bench import METRIC_KEYS, format_table, memory_mb, percentile
 
 
 def test_percentile():
@@ -42,6 +42,7 @@ def test_bench_arguments_are_checked(tmp_path, capsys):
     assert "--seconds must be positive" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_bench_smoke_runs_both_servers_and_writes_the_json(tmp_path, capsys):
     out = tmp_path / "bench.json"
     assert main(["bench", "--seconds", "1", "--concurrency", "2", "--out", str(out)]) == 0

@@ -7,10 +7,10 @@ import pytest
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 
-from data.label_schema import LABELS
-from data.text_normalization import normalize
-from model.char_ngram import ARRAYS_NAME, JSON_NAME, CharNgramModel, NgramBlend, char_wb_ngrams, head_probabilities, softmax
-from model.loading import DEFAULT_MODEL_DIR
+from helpdesk_triage.policy.labels import LABELS
+from helpdesk_triage.policy.text_normalization import normalize
+from helpdesk_triage.model.char_ngram import ARRAYS_NAME, JSON_NAME, CharNgramModel, NgramBlend, char_wb_ngrams, head_probabilities, softmax
+from helpdesk_triage.model.folder import DEFAULT_MODEL_DIR
 
 TEXTS = [normalize(t) for t in [
     "我的快递到哪了", "怎么还没发货啊", "收到的杯子碎了", "发错颜色了", "骗子卖假货我要投诉", "我要打12315",

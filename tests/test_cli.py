@@ -5,9 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from api.cli import main
+from helpdesk_triage.api.cli import main
 
-EMBEDDED_VERSION = json.loads((Path(__file__).resolve().parents[1] / "model" / "default" / "triager_config.json").read_text(encoding="utf-8"))["version"]
 
 
 def write_lines(path: Path, lines: list[str]) -> Path:
@@ -77,11 +76,11 @@ def test_evaluate_writes_metrics_and_names_bad_rows(tmp_path, capsys):
 
 
 def test_console_script_is_installed():
-    result = subprocess.run([sys.executable, "-m", "api.cli", "--help"], capture_output=True, text=True, check=False)
+    result = subprocess.run([sys.executable, "-m", "helpdesk_triage.api.cli", "--help"], capture_output=True, text=True, check=False)
     assert result.returncode == 0
     for command in ("serve", "predict", "train", "evaluate"):
         assert command in result.stdout
-    missing = subprocess.run([sys.executable, "-m", "api.cli"], capture_output=True, text=True, check=False)
+    missing = subprocess.run([sys.executable, "-m", "helpdesk_triage.api.cli"], capture_output=True, text=True, check=False)
     assert missing.returncode == 2 and "required" in missing.stderr
 
 
@@ -98,7 +97,7 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def test_serve_runs_the_embedded_model_logs_json_and_stops_cleanly_on_sigterm(tmp_path):
+def test_serve_runs_the_embedded_model_logs_json_and_stops_cleanly_on_sigterm(tmp_path, embedded_version):
     import os
     import signal
     import time
@@ -109,7 +108,7 @@ def test_serve_runs_the_embedded_model_logs_json_and_stops_cleanly_on_sigterm(tm
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRIAGE_DATABASE_URL": f"sqlite:///{tmp_path}/serve.db"}
     env.pop("TRIAGE_API_KEYS", None)
     log = (tmp_path / "serve.log").open("wb")
-    proc = subprocess.Popen([sys.executable, "-m", "api.cli", "serve", "--port", str(port)], env=env, cwd=tmp_path,
+    proc = subprocess.Popen([sys.executable, "-m", "helpdesk_triage.api.cli", "serve", "--port", str(port)], env=env, cwd=tmp_path,
                             stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
@@ -123,7 +122,7 @@ def test_serve_runs_the_embedded_model_logs_json_and_stops_cleanly_on_sigterm(tm
             except httpx.TransportError:
                 pass
             time.sleep(0.1)
-        assert ready.json()["model_version"] == EMBEDDED_VERSION and ready.json()["degraded"] is False
+        assert ready.json()["model_version"] == embedded_version and ready.json()["degraded"] is False
         r = httpx.post(f"{url}/v1/triage", json={"text": "我的手机13812345678，快递到哪了", "id": "cli-1"},
                        headers={"X-Request-ID": "cli-req"}, timeout=60)
         assert r.status_code == 200 and r.json()["category"]["label"] == "B"
@@ -138,7 +137,7 @@ def test_serve_runs_the_embedded_model_logs_json_and_stops_cleanly_on_sigterm(tm
     lines = (tmp_path / "serve.log").read_text(encoding="utf-8").splitlines()
     entries = [json.loads(line) for line in lines if line.strip()]  # every line is a JSON object
     access = next(e for e in entries if e.get("request_id") == "cli-req")
-    assert access["route"] == "/v1/triage" and access["model_version"] == EMBEDDED_VERSION
+    assert access["route"] == "/v1/triage" and access["model_version"] == embedded_version
     assert not any("13812345678" in line or "快递" in line for line in lines)
     assert (tmp_path / "serve.db").is_file()  # the decision was stored where TRIAGE_DATABASE_URL says
 
@@ -157,9 +156,9 @@ def test_serve_rejects_bad_arguments_and_settings(monkeypatch, capsys, tmp_path)
 def triaged_store(tmp_path, store_raw_text: bool = False) -> str:
     from fastapi.testclient import TestClient
 
-    from api.app import create_app
-    from api.settings import Settings
-    from model.keyword_rules import KeywordClassifier
+    from helpdesk_triage.api.app import create_app
+    from helpdesk_triage.policy.settings import Settings
+    from helpdesk_triage.policy.keyword_rules import KeywordClassifier
 
     url = f"sqlite:///{tmp_path}/triage.db"
     settings = Settings(database_url=url, store_raw_text=store_raw_text)

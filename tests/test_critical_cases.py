@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from evaluation.critical_cases import (
+from helpdesk_triage.evaluation.critical_cases import (
     DEFAULT_CASES_PATH,
     CriticalCaseError,
     critical_texts,
@@ -21,11 +21,10 @@ from evaluation.critical_cases import (
     read_cases,
     sha256_text,
 )
-from data.text_normalization import normalize
-from training.weak_labels import HeldOut, WeakRules, read_corpora
+from helpdesk_triage.policy.text_normalization import normalize
+from helpdesk_triage.training.weak_labels import HeldOut, WeakRules, read_corpora
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_CORPORA = REPO.parent / "shared" / "data" / "corpora"
 
 
 def write_corpora(root: Path) -> Path:
@@ -175,15 +174,14 @@ def test_committed_cases_hold_no_texts() -> None:
     assert len({r["sha256"] for r in rows}) == len(rows), "the same text is listed twice"
 
 
-@pytest.mark.skipif(not SHARED_CORPORA.is_dir(), reason=f"no {SHARED_CORPORA} here")
-def test_committed_refs_resolve_in_the_shared_corpora() -> None:
-    rows = load_critical_cases(SHARED_CORPORA)  # raises, naming the row, on a stale ref or a changed text
+def test_committed_refs_resolve_in_the_shared_corpora(shared_corpora) -> None:
+    rows = load_critical_cases(shared_corpora)  # raises, naming the row, on a stale ref or a changed text
     assert len(rows) == len(read_cases(DEFAULT_CASES_PATH))
     # Each case is a text weak labelling reads (normalised and cut as it reads them), and the held-out
     # filter built from critical_texts() drops it.
     max_chars = WeakRules.load().max_chars
-    corpus_texts = {t.text for t in read_corpora(SHARED_CORPORA, max_chars)}
-    held_out = HeldOut(critical_texts(SHARED_CORPORA))
+    corpus_texts = {t.text for t in read_corpora(shared_corpora, max_chars)}
+    held_out = HeldOut(critical_texts(shared_corpora))
     cut = {json.dumps(r["ref"]): normalize(r["text"])[:max_chars].strip() for r in rows}
     assert [ref for ref, text in cut.items() if text not in corpus_texts] == []
     assert [ref for ref, text in cut.items() if text not in held_out] == []

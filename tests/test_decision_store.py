@@ -20,7 +20,7 @@ from urllib.parse import urlencode
 import psycopg
 import pytest
 
-from api.decision_store import (
+from helpdesk_triage.api.decision_store import (
     SCHEMA_VERSION,
     DecisionRecord,
     FeedbackRecord,
@@ -231,7 +231,7 @@ def test_concurrent_writes_from_threads(store):
 
 _WRITER = """
 import sys
-from api.decision_store import DecisionRecord, open_store
+from helpdesk_triage.api.decision_store import DecisionRecord, open_store
 url, prefix, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
 print("ready", flush=True)
 sys.stdin.readline()

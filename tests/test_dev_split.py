@@ -5,9 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from training.dev_split import DevSplitError, load_holdout_ids, main, make_holdout_ids, split
+from helpdesk_triage.training.dev_split import DevSplitError, load_holdout_ids, main, make_holdout_ids, split
 
-DEV = Path(__file__).resolve().parents[2] / "shared" / "data" / "labeled" / "dev.jsonl"
 
 
 def write_dev(path: Path, rows: list[dict]) -> Path:
@@ -59,9 +58,8 @@ def test_cli_reports_a_foreign_dev_file_with_exit_2(tmp_path, capsys):
     assert "held-out ids" in capsys.readouterr().err
 
 
-@pytest.mark.skipif(not DEV.is_file(), reason=f"no {DEV} here")
-def test_committed_ids_split_the_real_dev_file_in_halves_with_all_critical_held_out(tmp_path):
-    assert main(["--dev", str(DEV), "--out", str(tmp_path)]) == 0
+def test_committed_ids_split_the_real_dev_file_in_halves_with_all_critical_held_out(tmp_path, shared_dev):
+    assert main(["--dev", str(shared_dev), "--out", str(tmp_path)]) == 0
     train = [json.loads(line) for line in (tmp_path / "dev_train.jsonl").read_text(encoding="utf-8").splitlines()]
     held = [json.loads(line) for line in (tmp_path / "dev_holdout.jsonl").read_text(encoding="utf-8").splitlines()]
     assert {r["id"] for r in held} == load_holdout_ids()

@@ -12,15 +12,15 @@ from pathlib import Path
 
 import pytest
 
-from api.cli import main
-from data.label_schema import HEADS
-from data.text_normalization import normalize
-from evaluation.evaluate import run_evaluation
-from evaluation.plots import PNG_SIGNATURE
-from evaluation.predictions import predict_rows
-from evaluation.routing_impact import DEFAULT_COSTS_PATH
-from model.prediction import TextPrediction, one_label_distribution
-from training.dataset_io import load_labelled
+from helpdesk_triage.api.cli import main
+from helpdesk_triage.policy.labels import HEADS
+from helpdesk_triage.policy.text_normalization import normalize
+from helpdesk_triage.evaluation.evaluate import run_evaluation
+from helpdesk_triage.evaluation.plots import PNG_SIGNATURE
+from helpdesk_triage.evaluation.predictions import predict_rows
+from helpdesk_triage.evaluation.routing_impact import DEFAULT_COSTS_PATH
+from helpdesk_triage.policy.prediction import TextPrediction, one_label_distribution
+from helpdesk_triage.training.dataset_io import load_labelled
 
 PHONE = "13812345678"
 
@@ -388,18 +388,18 @@ def test_load_labelled_keep_columns(tmp_path):
 @pytest.fixture
 def fake_loader(monkeypatch):
     """The default model replaced by the fake (fast); any explicit folder goes to the real loader."""
-    import model.loading
+    import helpdesk_triage.model.triage_model as triage_model
 
-    real = model.loading.load_classifier
+    real = triage_model.load_classifier
 
-    def load(path=None):
+    def load(path=None, runtime=None, cache_dir=None):
         if path is None:
             return FakeClassifier("fake-new", MODEL), False
         if Path(path).name == "fake-old":
             return FakeClassifier("fake-old", COMPARE), False
         return real(path)
 
-    monkeypatch.setattr(model.loading, "load_classifier", load)
+    monkeypatch.setattr(triage_model, "load_classifier", load)
 
 
 def test_cli_evaluate_with_every_option(tmp_path, data_file, fake_loader, capsys):

@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from api.decision_store import DecisionRecord, FeedbackRecord, open_store
-from api.feedback_export import export_feedback
-from training.dataset_io import DataValidationError, load_labelled
+from helpdesk_triage.api.decision_store import DecisionRecord, FeedbackRecord, open_store
+from helpdesk_triage.api.feedback_export import export_feedback
+from helpdesk_triage.training.dataset_io import DataValidationError, load_labelled
 
 MODEL_LABELS = {"category": "B", "severity": "low", "sentiment": "neutral"}
 

@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from data.label_schema import HEADS, LABELS, LabelSchema
+from helpdesk_triage.policy.labels import HEADS, LABELS, LabelSchema
 
 
 def test_heads_and_codes_follow_the_label_guide():

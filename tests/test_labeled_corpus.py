@@ -10,16 +10,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pytest
 
-from data.text_normalization import normalize
-from evaluation.critical_cases import critical_texts, read_cases
-from training.corpus_refs import read_refs, resolve_refs
-from training.default_recipe import LABELED_CORPUS
-from training.weak_labels import HeldOut
+from helpdesk_triage.policy.text_normalization import normalize
+from helpdesk_triage.evaluation.critical_cases import critical_texts, read_cases
+from helpdesk_triage.training.corpus_refs import read_refs, resolve_refs
+from helpdesk_triage.training.default_recipe import LABELED_CORPUS
+from helpdesk_triage.training.weak_labels import HeldOut
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared" / "data"
 
 
 def test_committed_rows_are_references_with_valid_labels() -> None:
@@ -33,21 +31,19 @@ def test_committed_rows_are_references_with_valid_labels() -> None:
     assert critical_refs.isdisjoint(refs), "a critical case (evaluation set) is in the training references"
 
 
-@pytest.mark.skipif(not (SHARED / "corpora").is_dir(), reason=f"no {SHARED / 'corpora'} here")
-def test_rows_resolve_and_none_is_a_dev_text_or_critical_case() -> None:
-    rows = resolve_refs(SHARED / "corpora", LABELED_CORPUS)  # raises, naming the row, on a stale ref or changed text
-    dev = [json.loads(line)["text"] for line in (SHARED / "labeled" / "dev.jsonl").read_text(encoding="utf-8").splitlines() if line.strip()]
-    held_out = HeldOut(dev + sorted(critical_texts(SHARED / "corpora")))
+def test_rows_resolve_and_none_is_a_dev_text_or_critical_case(shared_corpora, shared_dev) -> None:
+    rows = resolve_refs(shared_corpora, LABELED_CORPUS)  # raises, naming the row, on a stale ref or changed text
+    dev = [json.loads(line)["text"] for line in shared_dev.read_text(encoding="utf-8").splitlines() if line.strip()]
+    held_out = HeldOut(dev + sorted(critical_texts(shared_corpora)))
     assert [r["ref"] for r in rows if normalize(r["text"]) in held_out] == []
 
 
-@pytest.mark.skipif(not (SHARED / "corpora").is_dir(), reason=f"no {SHARED / 'corpora'} here")
-def test_command_writes_the_rows_for_triage_evaluate(tmp_path, capsys) -> None:
-    from training.corpus_refs import main
-    from training.dataset_io import load_labelled
+def test_command_writes_the_rows_for_triage_evaluate(tmp_path, capsys, shared_corpora) -> None:
+    from helpdesk_triage.training.corpus_refs import main
+    from helpdesk_triage.training.dataset_io import load_labelled
 
     out = tmp_path / "labelled.jsonl"
-    assert main(["--corpus", str(SHARED / "corpora"), "--refs", str(LABELED_CORPUS), "--out", str(out)]) == 0
+    assert main(["--corpus", str(shared_corpora), "--refs", str(LABELED_CORPUS), "--out", str(out)]) == 0
     written = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
     committed = [json.loads(line) for line in LABELED_CORPUS.read_text(encoding="utf-8").splitlines()]
     assert [(r["ref"], r["category"], r["severity"], r["sentiment"]) for r in written] == \

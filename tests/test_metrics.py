@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from sklearn import metrics as skm
 
-from evaluation.metrics import (
+from helpdesk_triage.evaluation.metrics import (
     calibrated_ece_reference,
     binary_recall_precision,
     confusion_matrix,

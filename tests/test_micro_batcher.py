@@ -8,12 +8,12 @@ from concurrent.futures import CancelledError
 
 import pytest
 
-from api.decision_store import open_store
-from api.micro_batcher import BatcherClosed, MicroBatcher
-from api.schemas import TriageRequest
-from api.settings import Settings
-from api.triage_service import TriageService
-from model.keyword_rules import KeywordClassifier
+from helpdesk_triage.api.decision_store import open_store
+from helpdesk_triage.api.micro_batcher import BatcherClosed, MicroBatcher
+from helpdesk_triage.api.schemas import TriageRequest
+from helpdesk_triage.policy.settings import Settings
+from helpdesk_triage.api.triage_service import TriageService
+from helpdesk_triage.policy.keyword_rules import KeywordClassifier
 
 
 class Recorder:

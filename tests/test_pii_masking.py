@@ -2,8 +2,8 @@ import random
 
 import pytest
 
-from data.pii_masking import PII_TOKENS, PiiMatch, find_pii, mask_pii
-from data.text_normalization import normalize
+from helpdesk_triage.policy.pii_masking import PII_TOKENS, PiiMatch, find_pii, mask_pii
+from helpdesk_triage.policy.text_normalization import normalize
 
 PHONE, IDC, EMAIL, ORDER, BANK = "[手机号]", "[身份证号]", "[邮箱]", "[订单号]", "[银行卡号]"
 
@@ -372,7 +372,7 @@ def test_every_decimal_digit_is_folded():
     import sys
     import unicodedata
 
-    from data import pii_masking
+    from helpdesk_triage.policy import pii_masking
 
     missing = [
         hex(cp)

@@ -3,13 +3,13 @@ from pathlib import Path
 
 import pytest
 
-from api.reply_templates import (
+from helpdesk_triage.policy.replies import (
     DEFAULT_TEMPLATES_PATH,
     SLOTS,
     ReplyTemplateLibrary,
     SuggestedReply,
 )
-from data.label_schema import LABELS
+from helpdesk_triage.policy.labels import LABELS
 
 REQUIRED_SUBCASES = {
     "A": {"product_info", "usage", "price_promotion", "general"},

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from data.label_schema import LABELS
-from evaluation.routing_impact import (
+from helpdesk_triage.policy.labels import LABELS
+from helpdesk_triage.evaluation.routing_impact import (
     DEFAULT_COSTS_PATH,
     CostMatrixError,
     RoutingCosts,

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from evaluation.metrics import head_metrics
-from evaluation.significance import (
+from helpdesk_triage.evaluation.metrics import head_metrics
+from helpdesk_triage.evaluation.significance import (
     bootstrap_indices,
     compare_head,
     mcnemar_exact,

@@ -5,7 +5,7 @@ from zoneinfo import ZoneInfo
 import pytest
 import tomllib
 
-from api.sla_policy import DEFAULT_POLICY_PATH, SlaPolicy, SlaPolicyError, parse_timestamp
+from helpdesk_triage.policy.sla import DEFAULT_POLICY_PATH, SlaPolicy, SlaPolicyError, parse_timestamp
 
 SH = ZoneInfo("Asia/Shanghai")
 
@@ -32,20 +32,44 @@ def policy() -> SlaPolicy:
 
 def test_default_table_matches_handbook_during_working_hours(policy):
     received = sh(2026, 3, 10, 10, 0)
-    expected = {"A": (1, 1), "B": (1, 4), "C": (12, 24), "D": (24, 48)}
-    for category, (first_h, resolve_h) in expected.items():
+    # (first response h, its clock, resolution h, its clock): 1/4/12 h in working hours, 24/48 h on the clock.
+    expected = {"A": (1, "business", 1, "business"), "B": (1, "business", 4, "business"),
+                "C": (12, "business", 24, "calendar"), "D": (1, "business", 48, "calendar")}
+    for category, (first_h, first_clock, resolve_h, resolve_clock) in expected.items():
         d = policy.deadlines(category, "medium", received)
         assert d.rule == f"category:{category}"
-        assert d.clock == "business"
-        # Working day is 12 h: whole multiples of 12 h land at the same clock time on later days.
+        assert (d.clock, d.resolution_clock) == (first_clock, resolve_clock)
         assert d.first_response_due == policy.calendar.add_business_time(received, timedelta(hours=first_h))
-        assert d.resolution_due == policy.calendar.add_business_time(received, timedelta(hours=resolve_h))
+        if resolve_clock == "calendar":
+            assert d.resolution_due == received + timedelta(hours=resolve_h)
+        else:
+            assert d.resolution_due == policy.calendar.add_business_time(received, timedelta(hours=resolve_h))
     assert policy.deadlines("A", "low", received).first_response_due == sh(2026, 3, 10, 11, 0)
     assert policy.deadlines("B", "low", received).resolution_due == sh(2026, 3, 10, 14, 0)
-    # C: 12 business hours from 10:00 = 11 h today (to 21:00) + 1 h tomorrow.
+    # C: 12 business hours from 10:00 = 11 h today (to 21:00) + 1 h tomorrow; the solution 24 h on the clock.
     assert policy.deadlines("C", "high", received).first_response_due == sh(2026, 3, 11, 10, 0)
-    assert policy.deadlines("C", "high", received).resolution_due == sh(2026, 3, 12, 10, 0)
-    assert policy.deadlines("D", "high", received).resolution_due == sh(2026, 3, 14, 10, 0)
+    assert policy.deadlines("C", "high", received).resolution_due == sh(2026, 3, 11, 10, 0)
+    # D: listen and apologise within the general 1 h standard; resolved within 48 h on the clock.
+    assert policy.deadlines("D", "high", received).first_response_due == sh(2026, 3, 10, 11, 0)
+    assert policy.deadlines("D", "high", received).resolution_due == sh(2026, 3, 12, 10, 0)
+
+
+def test_a_complaint_after_hours_gets_its_first_response_an_hour_after_opening(policy):
+    d = policy.deadlines("D", "high", sh(2026, 3, 10, 20, 30))
+    assert d.first_response_due == sh(2026, 3, 11, 9, 30)  # 30 min that evening, 30 min the next morning
+    assert d.resolution_due == sh(2026, 3, 12, 20, 30)
+
+
+@pytest.mark.parametrize("category", ["A", "B", "C", "D"])
+@pytest.mark.parametrize("severity", ["low", "medium", "high", "critical"])
+def test_no_default_first_response_is_due_later_than_24_hours_after_receipt(policy, category, severity):
+    # Every 10 minutes of a whole week, day and night.
+    start = sh(2026, 3, 9, 0, 0)
+    for step in range(7 * 24 * 6):
+        received = start + timedelta(minutes=10 * step)
+        d = policy.deadlines(category, severity, received)
+        assert received < d.first_response_due <= received + timedelta(hours=24), (received, d)
+        assert d.first_response_due <= d.resolution_due
 
 
 def test_d_escalates_immediately_and_a_does_not(policy):
@@ -191,6 +215,7 @@ def test_to_dict_is_iso_with_offset(policy):
         (lambda r: r["categories"]["A"].update(first_response_minute=5), "unknown keys"),
         (lambda r: r["categories"]["B"].update(resolution_minutes=30), "shorter"),
         (lambda r: r["categories"]["B"].update(clock="wall"), "clock"),
+        (lambda r: r["categories"]["C"].update(resolution_clock="sundial"), "resolution_clock"),
         (lambda r: r["emergency"].update(severity="extreme"), "severity"),
     ],
 )

@@ -5,8 +5,8 @@ import unicodedata
 
 import pytest
 
-from data import text_normalization as tn
-from data.text_normalization import (
+from helpdesk_triage.policy import text_normalization as tn
+from helpdesk_triage.policy.text_normalization import (
     DEFAULT_MAX_CHARS,
     NORMALIZATION_VERSION,
     NormalizedText,

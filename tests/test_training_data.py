@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from data.label_schema import HEADS, LABELS
-from training.dataset_io import (
+from helpdesk_triage.policy.labels import HEADS, LABELS
+from helpdesk_triage.training.dataset_io import (
     IGNORE_INDEX,
     MAX_PROBLEMS_SHOWN,
     DataValidationError,
@@ -530,7 +530,7 @@ def test_team_written_files_validate():
 def test_without_texts_of_drops_rows_whose_text_is_held_out():
     import datasets
 
-    from training.dataset_io import without_texts_of
+    from helpdesk_triage.training.dataset_io import without_texts_of
 
     train = datasets.Dataset.from_dict({"text": ["有货吗", "我的快递到哪了", "有货吗", "坏了"]})
     held_out = datasets.Dataset.from_dict({"text": ["有货吗", "投诉"]})
@@ -539,37 +539,33 @@ def test_without_texts_of_drops_rows_whose_text_is_held_out():
     assert dropped == 2
 
 
-SHARED_DEV = Path(__file__).resolve().parents[2] / "shared" / "data" / "labeled" / "dev.jsonl"
 
 
-@pytest.mark.skipif(not SHARED_DEV.is_file(), reason=f"no {SHARED_DEV} here")
-def test_no_team_written_text_is_a_dev_text():
-    dev, _ = load_labelled([SHARED_DEV])
+def test_no_team_written_text_is_a_dev_text(shared_dev):
+    dev, _ = load_labelled([shared_dev])
     team, _ = load_labelled(TEAM_WRITTEN)
     assert not set(dev["text"]) & set(team["text"])
 
 
-SHARED_CORPORA = SHARED_DEV.parents[1] / "corpora"
 SHARED_RUN = 10  # characters; shorter runs are stock phrases ("吃完第二天拉肚子") that any writer may use
 
 
 def _runs(text: str, n: int) -> set[str]:
     import re
 
-    from data.text_normalization import normalize
+    from helpdesk_triage.policy.text_normalization import normalize
 
     text = re.sub(r"\[[^\]]*\]|(?:https?:)?t\.cn/[A-Za-z0-9]*", "□", normalize(text))  # placeholders and links
     return {text[i : i + n] for i in range(len(text) - n + 1)}
 
 
-@pytest.mark.skipif(not (SHARED_DEV.is_file() and SHARED_CORPORA.is_dir()), reason="no shared dev.jsonl / corpora here")
-def test_no_team_written_text_shares_a_long_run_with_a_measuring_text():
+def test_no_team_written_text_shares_a_long_run_with_a_measuring_text(shared_dev, shared_corpora):
     """Team-written rows are trained on; dev.jsonl and the critical corpus cases measure. A 10-character run in
     common would mean a writer copied from them, and the measurement would flatter the model."""
-    from evaluation.critical_cases import critical_texts
+    from helpdesk_triage.evaluation.critical_cases import critical_texts
 
-    measuring = [json.loads(line)["text"] for line in SHARED_DEV.read_text(encoding="utf-8").splitlines() if line.strip()]
-    measuring += sorted(critical_texts(SHARED_CORPORA))
+    measuring = [json.loads(line)["text"] for line in shared_dev.read_text(encoding="utf-8").splitlines() if line.strip()]
+    measuring += sorted(critical_texts(shared_corpora))
     measured_runs = set().union(*(_runs(text, SHARED_RUN) for text in measuring))
     team = [json.loads(line) for path in TEAM_WRITTEN for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
     assert len(team) > 2000

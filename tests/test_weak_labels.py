@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from api.cli import main
-from training.weak_labels import (
+from helpdesk_triage.api.cli import main
+from helpdesk_triage.training.weak_labels import (
     LABELLING_FUNCTIONS,
     CorpusError,
     CorpusText,
@@ -163,7 +163,7 @@ def test_measure_counts_precision_per_function_and_head(rules):
 
 
 def test_measure_command_and_bad_corpus_exit_code(corpus, tmp_path, capsys):
-    from training.weak_labels import main as weak_main
+    from helpdesk_triage.training.weak_labels import main as weak_main
 
     labelled = tmp_path / "labelled.jsonl"
     labelled.write_text(json.dumps({"text": "再不到我就投诉你们", "source": "jddc", "category": "D"}, ensure_ascii=False) + "\n", encoding="utf-8")

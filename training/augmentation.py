@@ -1,6 +1,6 @@
 """Noise the service meets in real traffic, added to training: perturbed copies of some training rows.
 
-Each chosen row gets one copy with one perturbation of :mod:`evaluation.robustness` that keeps its labels
+Each chosen row gets one copy with one perturbation of :mod:`training.perturbations` that keeps its labels
 (leading greeting, emoji matching the sentiment, repeated punctuation, a masked id, a homophone typo, a
 word in pinyin). The copies use their own seed, so a training copy of a text is not the variant the
 robustness report measures; the tables are shared, which makes the report somewhat optimistic for the
@@ -12,7 +12,8 @@ from __future__ import annotations
 import random
 from collections.abc import Iterable
 
-from evaluation.robustness import load_tables, perturb
+from helpdesk_triage.training.perturbations import load_tables, perturb
+from helpdesk_triage.policy.labels import HEADS
 
 KINDS = ("greeting", "emoji", "punctuation", "masked_ids", "homophone", "pinyin")
 AUGMENT_SEED = 7351
@@ -30,7 +31,7 @@ def augmented_rows(rows: Iterable[dict], fraction: float, seed: int = AUGMENT_SE
         if rng.random() >= fraction:
             continue
         kind = rng.choice(KINDS)
-        labels = {head: row.get(head) for head in ("category", "severity", "sentiment") if row.get(head)}
+        labels = {head: row.get(head) for head in HEADS if row.get(head)}
         text = perturb(row["text"], kind, seed=rng.randrange(1 << 30), labels=labels, tables=tables)
         if text != row["text"]:
             copies.append({"text": text, **labels})

@@ -15,7 +15,7 @@ The text is the customer text exactly as the weak-label readers yield it (before
 Used by ``evaluation.critical_cases`` (an evaluation set) and ``training.default_recipe`` (real corpus
 messages labelled per LABELING.md, ``data/labeled_corpus.jsonl``). As a command it writes a references file
 out as labelled rows for ``triage evaluate``:
-``python -m training.corpus_refs --corpus ../shared/data/corpora --refs data/labeled_corpus.jsonl --out labelled.jsonl``.
+``python -m helpdesk_triage.training.corpus_refs --corpus ../shared/data/corpora --refs data/labeled_corpus.jsonl --out labelled.jsonl``.
 """
 
 from __future__ import annotations
@@ -27,8 +27,8 @@ import sys
 from pathlib import Path
 from typing import Iterator, Sequence
 
-from data.label_schema import HEADS, LabelSchema
-from training.weak_labels import CORPORA, CorpusTurn, corpus_turns, file_turns
+from helpdesk_triage.policy.labels import HEADS, LabelSchema
+from helpdesk_triage.training.weak_labels import CORPORA, CorpusTurn, corpus_turns, file_turns
 
 
 class CorpusRefError(ValueError):

@@ -68,8 +68,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
-from data.label_schema import HEADS, LABELS
-from data.text_normalization import normalize
+from helpdesk_triage.policy.labels import HEADS, LABELS
+from helpdesk_triage.policy.text_normalization import normalize
 
 if TYPE_CHECKING:  # pragma: no cover
     import datasets

@@ -1,4 +1,4 @@
-"""Reproduce the embedded default model: `python -m training.default_recipe --labeled ../shared/data/labeled`.
+"""Reproduce the embedded default model: `python -m helpdesk_triage.training.default_recipe --labeled ../shared/data/labeled`.
 
 Training data: the hand-labelled real messages of `train.jsonl` and of the training part of `dev.jsonl`
 (the fixed split of `training/dev_split.py`; the held-out part, listed in `data/dev_holdout_ids.txt`, is
@@ -18,18 +18,19 @@ import sys
 import tempfile
 from pathlib import Path
 
-from data.label_schema import HEADS
-from data.text_normalization import normalize
-from evaluation.critical_cases import critical_texts
-from training.augmentation import augmented_rows
-from training.corpus_refs import resolve_refs, write_rows
-from training.dataset_io import load_labelled, stratified_split
-from training.dev_split import split as split_dev
-from training.pipeline import train_from_files
-from training.trainer import SELECT_ON, TrainConfig
-from training.weak_labels import HeldOut
+from helpdesk_triage.policy.labels import HEADS
+from helpdesk_triage.policy.text_normalization import normalize
+from helpdesk_triage.evaluation.critical_cases import critical_texts
+from helpdesk_triage.training.augmentation import augmented_rows
+from helpdesk_triage.training.corpus_refs import resolve_refs, write_rows
+from helpdesk_triage.training.dataset_io import load_labelled, stratified_split
+from helpdesk_triage.training.dev_split import split as split_dev
+from helpdesk_triage.training.pipeline import train_from_files
+from helpdesk_triage.training.trainer import SELECT_ON, TrainConfig
+from helpdesk_triage.training.weak_labels import HeldOut
+from helpdesk_triage.policy.data_files import data_file
 
-DATA = Path(__file__).resolve().parent.parent / "data"
+DATA = data_file("")
 TEAM_WRITTEN = sorted((DATA / "team_written").glob("*.jsonl"))
 # Real corpus messages labelled per LABELING.md, committed as references (training/corpus_refs.py).
 LABELED_CORPUS = DATA / "labeled_corpus.jsonl"
@@ -122,7 +123,7 @@ def _labeled_corpus_file(corpus: Path, held_out_texts: list[str], labelled_texts
 
 
 def _labelled_row(row: dict) -> dict:
-    return {"text": row["raw_text"], **{head: row[head] for head in ("category", "severity", "sentiment") if row[head]}}
+    return {"text": row["raw_text"], **{head: row[head] for head in HEADS if row[head]}}
 
 
 def _write_jsonl(ds, path: Path) -> None:

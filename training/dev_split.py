@@ -6,7 +6,7 @@ critical row is held out (critical cases are never trained on: they measure crit
 reported for the default model is measured on the held-out rows only, and the recipe trains only on the
 others. A dev file whose ids do not match the list is an error, not a silent re-split.
 
-    python -m training.dev_split --dev ../shared/data/labeled/dev.jsonl --out /tmp/dev_split
+    python -m helpdesk_triage.training.dev_split --dev ../shared/data/labeled/dev.jsonl --out /tmp/dev_split
 writes `dev_train.jsonl` and `dev_holdout.jsonl` there (the rows exactly as in dev.jsonl).
 """
 
@@ -18,8 +18,9 @@ import json
 import sys
 from collections import defaultdict
 from pathlib import Path
+from helpdesk_triage.policy.data_files import data_file
 
-HOLDOUT_IDS = Path(__file__).resolve().parent.parent / "data" / "dev_holdout_ids.txt"
+HOLDOUT_IDS = data_file("dev_holdout_ids.txt")
 
 
 class DevSplitError(ValueError):

@@ -12,12 +12,12 @@ from typing import Callable
 
 import torch
 
-from data.label_schema import HEADS, LABELS
-from data.text_normalization import normalize
-from model.char_ngram import CharNgramModel, NgramBlend, head_probabilities
-from model.triager import Triager
-from training.augmentation import augmented_rows
-from training.trainer import IGNORE, fit_temperature, macro_f1s
+from helpdesk_triage.policy.labels import HEADS, LABELS
+from helpdesk_triage.policy.text_normalization import normalize
+from helpdesk_triage.model.char_ngram import CharNgramModel, NgramBlend, head_probabilities
+from helpdesk_triage.model.triage_model import TriageModel
+from helpdesk_triage.training.augmentation import augmented_rows
+from helpdesk_triage.training.trainer import IGNORE, fit_temperature, macro_f1s
 
 # Perturbed copies (training.augmentation) for this share of the n-gram model's rows: surface n-grams
 # break on a greeting, a masked id or a typo more easily than the transformer does.
@@ -27,7 +27,7 @@ NOISE_SEED = 2719
 ESCALATION_LABELS = {"category": ["D"], "severity": ["critical"]}
 
 
-def fit_ngram_blend(triager: Triager, train_ds, eval_ds, weight: float, noise_fraction: float = NOISE_FRACTION,
+def fit_ngram_blend(triager: TriageModel, train_ds, eval_ds, weight: float, noise_fraction: float = NOISE_FRACTION,
                     log: Callable[[str], None] = print) -> tuple[NgramBlend, dict[str, float]]:
     """The fitted blend and its macro-F1 per head on ``eval_ds`` (after the blend temperature).
 
@@ -48,7 +48,7 @@ def fit_ngram_blend(triager: Triager, train_ds, eval_ds, weight: float, noise_fr
     model = CharNgramModel().fit(texts, labels, sample_weight=weights)
     blend = NgramBlend(model, {h: weight for h in labels}, {h: 1.0 for h in HEADS}, ESCALATION_LABELS)
     eval_texts = list(eval_ds["text"])
-    logits = {h: v.numpy() for h, v in triager.logits(eval_texts, normalized=True).items()}
+    logits = triager.logits(eval_texts, normalized=True)
     scaled = {h: v / triager.config.temperatures[h] for h, v in logits.items()}
     blended = blend.blended_logits(scaled, eval_texts)
     truth = {h: torch.tensor([LABELS.codes(h).index(v) if v else IGNORE for v in eval_ds[h]], dtype=torch.long) for h in HEADS}

@@ -12,13 +12,13 @@ from typing import Callable, Sequence
 
 import datasets
 
-from data.label_schema import HEADS, LABELS
-from model.triager import Triager
-from training.dataset_io import LoadReport, load_labelled, stratified_split, without_texts_of
-from training.ngram_blend import fit_ngram_blend
-from training.trainer import TrainConfig, TrainResult, train
-from training.weak_labels import CorpusError, weak_rows, write_weak_rows
-from training.weight_soup import soup_problems, soup_with as soup_with_model
+from helpdesk_triage.policy.labels import HEADS, LABELS
+from helpdesk_triage.model.triage_model import TriageModel
+from helpdesk_triage.training.dataset_io import LoadReport, load_labelled, stratified_split, without_texts_of
+from helpdesk_triage.training.ngram_blend import fit_ngram_blend
+from helpdesk_triage.training.trainer import TrainConfig, TrainResult, train
+from helpdesk_triage.training.weak_labels import CorpusError, weak_rows, write_weak_rows
+from helpdesk_triage.training.weight_soup import soup_problems, soup_with as soup_with_model
 
 TRAINING_INFO_NAME = "training_info.json"
 
@@ -102,14 +102,14 @@ def train_from_files(
         if soup is not None and soup_with is not None:
             raise ValueError(f"{transformer_from} is already a weight soup (with {soup['with_version']}); do not average it again")
     if soup_with is not None:
-        soup = soup_with_model(result.triager, soup_with, eval_ds)
+        soup = soup_with_model(result.model, soup_with, eval_ds)
         result.eval_metrics = soup["eval_macro_f1"]
         log(f"averaged the fine-tuned weights with {soup_with} ({soup['with_version']}); temperatures: "
-            + ", ".join(f"{h} {t:.2f}" for h, t in result.triager.config.temperatures.items()))
+            + ", ".join(f"{h} {t:.2f}" for h, t in result.model.config.temperatures.items()))
     ngram_scores = None
     if config.ngram_weight > 0:
-        result.triager.ngram, ngram_scores = fit_ngram_blend(result.triager, train_ds, eval_ds, config.ngram_weight, log=log)
-    result.triager.save(out_dir)
+        result.model.ngram, ngram_scores = fit_ngram_blend(result.model, train_ds, eval_ds, config.ngram_weight, log=log)
+    result.model.save(out_dir)
     run = TrainingRun(result, out_dir, train_report, eval_report, len(train_ds), len(eval_ds), overlap, weak_summary,
                       ngram_scores, soup)
     write_training_info(run, config, data_paths, eval_paths)
@@ -131,8 +131,8 @@ def _trained_transformer(folder: Path, config: TrainConfig, version: str, log: C
     if trained_with != wanted:
         differ = sorted(k for k in wanted if trained_with.get(k) != wanted[k])
         raise ValueError(f"{folder} was trained with other settings ({', '.join(differ)}); cannot reuse its transformer")
-    triager = Triager.load(folder, with_ngram=False)
-    triager.config.version = triager.version = version
+    triager = TriageModel.load(folder, runtime="torch", with_ngram=False)
+    triager.config.version = version
     log(f"reusing the fine-tuned transformer of {folder} (trained {info['trained_at']})")
     return TrainResult(triager, info["history"], info["best_epoch"], info["eval_macro_f1"],
                        info["train_seconds"], info["train_examples_per_second"]), info.get("weight_soup")
@@ -153,7 +153,7 @@ def _weak_dataset(corpus_dir, max_rows: int, held_out: Sequence[str], seed: int)
 
 def write_training_info(run: TrainingRun, config: TrainConfig, data_paths, eval_paths) -> None:
     info = {
-        "version": run.result.triager.version,
+        "version": run.result.model.version,
         "trained_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "data": [str(p) for p in data_paths],
         "eval": [str(p) for p in eval_paths] or "stratified 15% of the training data",
@@ -167,11 +167,11 @@ def write_training_info(run: TrainingRun, config: TrainConfig, data_paths, eval_
         "history": run.result.history,
         "best_epoch": run.result.best_epoch,
         "eval_macro_f1": run.result.eval_metrics,
-        "temperatures": run.result.triager.config.temperatures,
+        "temperatures": run.result.model.config.temperatures,
         "weight_soup": run.soup,
         "ngram_blend": None if run.ngram_eval_metrics is None else {
             "weight": config.ngram_weight,
-            "temperatures": run.result.triager.ngram.temperatures,
+            "temperatures": run.result.model.ngram.temperatures,
             "eval_macro_f1": run.ngram_eval_metrics,
         },
         "train_seconds": round(run.result.seconds, 1),
@@ -182,7 +182,7 @@ def write_training_info(run: TrainingRun, config: TrainConfig, data_paths, eval_
 
 
 def write_model_card(run: TrainingRun, config: TrainConfig, data_paths, eval_paths) -> None:
-    triager = run.result.triager
+    triager = run.result.model
     counts = run.train_report.label_counts
     lines = [
         f"# Triage model `{triager.version}`",
@@ -238,6 +238,6 @@ def write_model_card(run: TrainingRun, config: TrainConfig, data_paths, eval_pat
         json.dumps(asdict(config), ensure_ascii=False, indent=2),
         "```",
         "",
-        f"Full history and settings: `{TRAINING_INFO_NAME}`. Load with `Triager.load(folder)` or `triage serve --model folder`.",
+        f"Full history and settings: `{TRAINING_INFO_NAME}`. Load with `TriageModel.load(folder)` or `triage serve --model folder`.",
     ]
     (run.out_dir / "README.md").write_text("\n".join(lines) + "\n", encoding="utf-8")

@@ -16,12 +16,14 @@ from typing import Callable
 
 import numpy as np
 import torch
-from sklearn.metrics import f1_score
 from torch import nn
 from tqdm.auto import tqdm
 
-from data.label_schema import HEADS, LABELS
-from model.triager import Triager, TriagerConfig, TriageNet, build_net, trained_prefixes
+from helpdesk_triage.policy.labels import HEADS, LABELS
+from helpdesk_triage.evaluation.metrics import macro_f1_rows
+from helpdesk_triage.model.folder import ModelConfig
+from helpdesk_triage.model.torch_backend import TorchBackend, TriageNet, build_net, trained_prefixes
+from helpdesk_triage.model.triage_model import TriageModel
 
 IGNORE = -100
 SELECT_ON = ("mean_macro_f1", "nll", "last")
@@ -75,7 +77,7 @@ class TrainConfig:
 
 @dataclass
 class TrainResult:
-    triager: Triager
+    model: TriageModel
     history: list[dict]
     best_epoch: int
     eval_metrics: dict[str, dict[str, float]]
@@ -97,7 +99,7 @@ def train(
     version: str = "triage-e5s",
     log: Callable[[str], None] = print,
 ) -> TrainResult:
-    from model.base_encoder import build_base_encoder
+    from helpdesk_triage.model.base_encoder import build_base_encoder
     from transformers import AutoTokenizer
 
     config = config or TrainConfig()
@@ -129,7 +131,7 @@ def train(
     total_steps = config.max_steps or steps_per_epoch * config.epochs
     scheduler = _linear_warmup(optimizer, int(total_steps * config.warmup_fraction), total_steps)
 
-    triager_config = TriagerConfig(
+    model_config = ModelConfig(
         base_folder_name=base_folder.name,
         base_source_sha256=_source_sha(base_folder),
         num_layers=config.num_layers,
@@ -192,10 +194,10 @@ def train(
         net.load_state_dict(best_state, strict=False)
     net.eval()
     eval_logits = _predict_logits(net, eval_batches, tokenizer.pad_token_id, config.batch_size)
-    triager_config.temperatures = {h: fit_temperature(eval_logits[h], eval_batches["labels"][h]) for h in HEADS}
-    log("temperatures: " + ", ".join(f"{h} {t:.2f}" for h, t in triager_config.temperatures.items()))
-    triager = Triager(net, tokenizer, triager_config)
-    return TrainResult(triager, history, best_epoch, macro_f1s(eval_logits, eval_batches["labels"]), seconds, seen / seconds)
+    model_config.temperatures = {h: fit_temperature(eval_logits[h], eval_batches["labels"][h]) for h in HEADS}
+    log("temperatures: " + ", ".join(f"{h} {t:.2f}" for h, t in model_config.temperatures.items()))
+    model = TriageModel(TorchBackend(net, tokenizer, model_config), model_config)
+    return TrainResult(model, history, best_epoch, macro_f1s(eval_logits, eval_batches["labels"]), seconds, seen / seconds)
 
 
 def fit_temperature(logits: torch.Tensor, labels: torch.Tensor) -> float:
@@ -273,6 +275,8 @@ def _class_weights(labels: torch.Tensor, size: int, power: float) -> torch.Tenso
 
 
 def macro_f1s(logits: dict[str, torch.Tensor], labels: dict[str, torch.Tensor]) -> dict[str, float]:
+    """Macro-F1 per head on the labelled rows (NaN for a head with none), by ``evaluation.metrics``: the
+    number epoch selection optimises is the one the evaluation report shows."""
     scores = {}
     for h in HEADS:
         keep = labels[h] != IGNORE
@@ -281,7 +285,7 @@ def macro_f1s(logits: dict[str, torch.Tensor], labels: dict[str, torch.Tensor]) 
             continue
         y_true = labels[h][keep].numpy()
         y_pred = logits[h][keep].argmax(-1).numpy()
-        scores[h] = float(f1_score(y_true, y_pred, average="macro", labels=sorted(set(y_true.tolist())), zero_division=0))
+        scores[h] = float(macro_f1_rows(y_true[None], y_pred[None], logits[h].shape[-1])[0])
     return scores
 
 

@@ -8,7 +8,7 @@ of each JDDC window, the even-indexed turns of each Taobao session, the reviews.
 Labelling functions (:data:`LABELLING_FUNCTIONS`) each label one head or abstain; per head the first
 function in order that fires wins, so a corpus text becomes a row with only the heads some function
 labelled (the trainer masks the others). Their cues come from ``data/keyword_rules.toml`` and
-``data/weak_label_rules.toml``. ``python -m training.weak_labels --corpus DIR --measure FILE`` prints
+``data/weak_label_rules.toml``. ``python -m helpdesk_triage.training.weak_labels --corpus DIR --measure FILE`` prints
 each function's coverage and precision on hand-labelled messages from the same corpora.
 """
 
@@ -25,11 +25,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Sequence
 
-from data.label_schema import HEADS
-from data.text_normalization import normalize
-from model.keyword_rules import KeywordRules
+from helpdesk_triage.policy.labels import HEADS
+from helpdesk_triage.policy.text_normalization import normalize
+from helpdesk_triage.policy.keyword_rules import KeywordRules
+from helpdesk_triage.policy.data_files import data_file
 
-DEFAULT_RULES_PATH = Path(__file__).resolve().parent.parent / "data" / "weak_label_rules.toml"
+DEFAULT_RULES_PATH = data_file("weak_label_rules.toml")
 REVIEW_SOURCES = ("shop", "waimai")
 CHAT_SOURCES = ("jddc", "ecd")
 NEGATIONS = ("不", "没", "别")

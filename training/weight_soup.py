@@ -15,10 +15,10 @@ from pathlib import Path
 import torch
 from safetensors.torch import load as load_safetensors
 
-from data.label_schema import HEADS
-from model.loading import WEIGHTS_NAME
-from model.triager import Triager, TriagerConfig
-from training.trainer import TrainConfig, fit_temperature, macro_f1s
+from helpdesk_triage.policy.labels import HEADS
+from helpdesk_triage.model.folder import WEIGHTS_NAME, ModelConfig
+from helpdesk_triage.model.triage_model import TriageModel
+from helpdesk_triage.training.trainer import TrainConfig, fit_temperature, macro_f1s
 
 # Settings two models must share for their weights to be averaged.
 SHARED_SETTINGS = ("base_folder_name", "base_source_sha256", "num_layers", "trained_layers", "max_length", "text_prefix",
@@ -29,7 +29,7 @@ def soup_problems(other: str | Path, config: TrainConfig) -> list[str]:
     """What stops a run with these settings from being averaged with ``other``, checked before fine-tuning starts."""
     other = Path(other)
     try:
-        theirs = TriagerConfig.load(other)
+        theirs = ModelConfig.load(other)
     except (FileNotFoundError, TypeError, ValueError) as error:
         return [f"--soup-with {other}: {error}"]
     wanted = {"num_layers": config.num_layers, "trained_layers": config.trained_layer_indices(),
@@ -38,11 +38,11 @@ def soup_problems(other: str | Path, config: TrainConfig) -> list[str]:
             for name, value in wanted.items() if getattr(theirs, name) != value]
 
 
-def soup_with(triager: Triager, other: str | Path, eval_ds) -> dict:
+def soup_with(triager: TriageModel, other: str | Path, eval_ds) -> dict:
     """Replace ``triager``'s fine-tuned weights by their average with those of the model folder ``other``, refit its
     temperatures on ``eval_ds`` (rows of ``training.dataset_io.load_labelled``) and say what was done."""
     other = Path(other)
-    other_config = TriagerConfig.load(other)
+    other_config = ModelConfig.load(other)
     differ = [name for name in SHARED_SETTINGS if getattr(other_config, name) != getattr(triager.config, name)]
     if differ:
         raise ValueError(f"{other} differs from this run in {', '.join(differ)}: its weights cannot be averaged with these")
@@ -57,7 +57,7 @@ def soup_with(triager: Triager, other: str | Path, eval_ds) -> dict:
     averaged = {name: ((ours[name].float() + theirs[name].float()) / 2).to(ours[name].dtype).float() for name in ours}
     triager.net.load_state_dict(averaged, strict=False)
     triager.net.eval()
-    logits = triager.logits(list(eval_ds["text"]), normalized=True)
+    logits = {h: torch.from_numpy(v) for h, v in triager.logits(list(eval_ds["text"]), normalized=True).items()}
     labels = {h: torch.tensor(eval_ds[f"{h}_id"], dtype=torch.long) for h in HEADS}
     before = dict(triager.config.temperatures)
     triager.config.temperatures = {h: fit_temperature(logits[h], labels[h]) for h in HEADS}

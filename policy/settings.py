@@ -1,4 +1,6 @@
-"""Service settings: every limit and path in one place, read from the environment (prefix TRIAGE_).
+"""The one settings object of the service, the CLI, the bench, the triage policy and the model loader: every
+limit, path and default in one place, read from the environment (prefix TRIAGE_). Pure pydantic: importing
+it pulls in neither FastAPI nor torch.
 
 A bad value (``TRIAGE_MAX_BATCH_ITEMS=0``, ``TRIAGE_LOG_LEVEL=LOUD``) fails at start with pydantic's
 message naming the setting.
@@ -58,6 +60,10 @@ class Settings(BaseSettings):
         "are queued. A request that finds nothing else queued runs at once.",
     )
     max_model_batch: int = Field(32, ge=1, le=4096, description="Micro-batching: texts in one model call at most.")
+    cache_dir: Path = Field(
+        Path("~/.cache/helpdesk-triage"),
+        description="Where the base encoder and the optimised ONNX models are built (once) and kept.",
+    )
 
     # NoDecode: pydantic-settings would json.loads a list-typed env var; the validator accepts both forms.
     api_keys: Annotated[list[SecretStr], NoDecode] = Field(

@@ -1,4 +1,5 @@
-"""The optimised ONNX runtime: same answers as the torch model, same contract, cached builds, fallback.
+"""TriageModel's two backends: the optimised ONNX model gives the torch model's answers with the same
+contract; cached builds; the runtime setting; the fallback to torch.
 
 The real build (about a minute on 2 cores) happens once per machine, into the same cache the service
 uses, and is reused by every later run; the cache mechanics are tested with a fake build.
@@ -15,20 +16,20 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-import model.onnx_runtime as onnx_runtime
-from api.settings import Settings
-from model.loading import DEFAULT_MODEL_DIR, configured_runtime, load_classifier
-from model.onnx_runtime import (
+import helpdesk_triage.model.onnx_export as onnx_export
+from helpdesk_triage.policy.settings import Settings
+from helpdesk_triage.model import TriageModel, load_classifier
+from helpdesk_triage.model.folder import DEFAULT_MODEL_DIR
+from helpdesk_triage.model.onnx_backend import (
     META_FILE,
     MODEL_FILE,
+    RECIPE_VERSION,
     TOKENIZER_FILE,
-    OnnxTriager,
     artifact_key,
     artifact_path,
-    build_onnx_model,
-    load_onnx_classifier,
 )
-from model.prediction import TextPrediction
+from helpdesk_triage.model.onnx_export import build_onnx_model
+from helpdesk_triage.policy.prediction import TextPrediction
 
 HEADS = ("category", "severity", "sentiment")
 
@@ -66,19 +67,18 @@ MESSAGES = [
     "东西收到了，打开发现屏幕碎了，外包装完好，应该是出厂就有问题，请尽快给我换一台新的，不然我就给差评",
 ]
 LONG_TEXT = "我想问一下这个商品什么时候有货，" * 19  # ~300 characters: far over the 128-token window
-EMBEDDED_VERSION = json.loads((DEFAULT_MODEL_DIR / "triager_config.json").read_text(encoding="utf-8"))["version"]
 
 
 @pytest.fixture(scope="module")
-def fast() -> OnnxTriager:
-    return load_onnx_classifier(DEFAULT_MODEL_DIR)
+def fast() -> TriageModel:
+    model = TriageModel.load(DEFAULT_MODEL_DIR, runtime="onnx-int8")
+    assert model.runtime == "onnx-int8"
+    return model
 
 
 @pytest.fixture(scope="module")
-def reference():
-    from model.triager import Triager
-
-    return Triager.load(DEFAULT_MODEL_DIR)
+def reference() -> TriageModel:
+    return TriageModel.load(DEFAULT_MODEL_DIR, runtime="torch")
 
 
 # --------------------------------------------------------------------------------------------
@@ -101,15 +101,16 @@ def test_optimised_model_gives_the_reference_labels_on_a_fixed_set(fast, referen
 
 
 def test_build_check_recorded_agreement_with_the_torch_model(fast):
-    check = fast.meta["check"]
-    assert check["n"] == len(onnx_runtime.CALIBRATION_TEXTS)
-    assert min(check["agreement"].values()) >= onnx_runtime.MIN_LABEL_AGREEMENT
-    assert fast.meta["word_embedding"].startswith("int4")  # the 250k x 384 table in 4 bits, exactly
-    assert fast.meta["layers"]["int8"] and (fast.artifact / MODEL_FILE).stat().st_size < 150 * 2**20
+    meta = fast.backend.meta
+    check = meta["check"]
+    assert check["n"] == len(onnx_export.CALIBRATION_TEXTS)
+    assert min(check["agreement"].values()) >= onnx_export.MIN_LABEL_AGREEMENT
+    assert meta["word_embedding"].startswith("int4")  # the 250k x 384 table in 4 bits, exactly
+    assert meta["layers"]["int8"] and (fast.backend.artifact / MODEL_FILE).stat().st_size < 150 * 2**20
 
 
-def test_same_contract_as_the_triager(fast, reference):
-    assert fast.version == reference.version == EMBEDDED_VERSION
+def test_both_backends_keep_one_contract(fast, reference, embedded_version):
+    assert fast.version == reference.version == embedded_version
     assert fast.config.max_length == reference.config.max_length == 128
     assert fast.predict([]) == []
     predictions = fast.predict(["有货吗", "收到的杯子碎了", "   快递到哪了 "])
@@ -126,13 +127,13 @@ def test_same_contract_as_the_triager(fast, reference):
 
 
 def test_tokens_are_those_of_the_transformers_tokenizer(fast, reference):
-    from data.text_normalization import normalize
+    from helpdesk_triage.policy.text_normalization import normalize
 
     texts = [normalize(t) for t in ["有货吗", "iPhone 15 Pro 😀 有现货吗", LONG_TEXT, "ＡＢＣ１２３，退款"]]
-    ours = [fast._cut(ids) for ids in fast._ids(texts)]
+    ours = fast.backend.token_ids(texts)
     theirs = reference.tokenizer([reference.config.text_prefix + t for t in texts], truncation=True,
                                  max_length=reference.config.max_length)["input_ids"]
-    assert ours == theirs
+    assert ours == theirs == reference.backend.token_ids(texts)
     assert len(ours[2]) == 128
 
 
@@ -159,23 +160,24 @@ def test_a_text_gets_the_same_answer_alone_and_in_a_batch(fast):
         for head in HEADS:
             for code, value in alone.head(head).scores.items():
                 assert abs(p.head(head).scores[code] - value) < 1e-3, (text, head, code)
-    assert fast.meta["recipe"] == onnx_runtime.RECIPE_VERSION >= 2
+    assert fast.backend.meta["recipe"] == RECIPE_VERSION >= 2
 
 
 def test_the_optimised_model_is_built_once_and_reused(fast):
-    assert fast.artifact == artifact_path(DEFAULT_MODEL_DIR)
-    assert fast.artifact.name.startswith("onnx-int8-")
+    artifact = fast.backend.artifact
+    assert artifact == artifact_path(DEFAULT_MODEL_DIR)
+    assert artifact.name.startswith("onnx-int8-")
     started = time.monotonic()
-    assert build_onnx_model(DEFAULT_MODEL_DIR) == fast.artifact  # cached: no rebuild
+    assert build_onnx_model(DEFAULT_MODEL_DIR) == artifact  # cached: no rebuild
     assert time.monotonic() - started < 5
 
 
-def test_cli_optimize_prints_the_built_folder(fast, capsys):
-    from api.cli import main
+def test_cli_optimize_prints_the_built_folder(fast, capsys, embedded_version):
+    from helpdesk_triage.api.cli import main
 
     assert main(["optimize"]) == 0
     out = capsys.readouterr().out
-    assert str(fast.artifact) in out and EMBEDDED_VERSION in out
+    assert str(fast.backend.artifact) in out and embedded_version in out
     assert main(["optimize", "--model", "/nonexistent"]) == 2
 
 
@@ -194,28 +196,26 @@ def test_runtime_setting(monkeypatch):
     with pytest.raises(ValidationError):
         Settings(max_model_batch=0)
     monkeypatch.setenv("TRIAGE_RUNTIME", "torch")
-    assert Settings().runtime == "torch" and configured_runtime() == "torch"
+    assert Settings().runtime == "torch"
+    assert TriageModel.load().runtime == "torch"  # the model loader reads the same setting
     monkeypatch.delenv("TRIAGE_RUNTIME")
-    assert configured_runtime() == "onnx-int8"
     with pytest.raises(ValueError, match="unknown runtime"):
         load_classifier(None, runtime="tensorrt")
 
 
 def test_default_loader_serves_the_onnx_model(fast):
     classifier, degraded = load_classifier(None)
-    assert isinstance(classifier, OnnxTriager) and not degraded
+    assert isinstance(classifier, TriageModel) and classifier.runtime == "onnx-int8" and not degraded
 
 
 def test_a_failed_onnx_build_falls_back_to_the_torch_model(monkeypatch, caplog):
-    from model.triager import Triager
-
     def broken(folder, *args, **kwargs):
         raise RuntimeError("exporter exploded")
 
-    monkeypatch.setattr(onnx_runtime, "load_onnx_classifier", broken)
-    with caplog.at_level(logging.WARNING, logger="model.loading"):
+    monkeypatch.setattr(onnx_export, "build_onnx_model", broken)
+    with caplog.at_level(logging.WARNING, logger="helpdesk_triage.model.triage_model"):
         classifier, degraded = load_classifier(DEFAULT_MODEL_DIR, runtime="onnx-int8")
-    assert isinstance(classifier, Triager) and not degraded
+    assert isinstance(classifier, TriageModel) and classifier.runtime == "torch" and not degraded
     assert "exporter exploded" in caplog.text and "serving the torch model" in caplog.text
     with pytest.raises(FileNotFoundError):  # an explicit folder that is no model is still an error
         load_classifier(Path("/nonexistent"), runtime="onnx-int8")
@@ -247,7 +247,7 @@ def fake_build(monkeypatch):
         files = {MODEL_FILE: 4, TOKENIZER_FILE: 2}
         (out / META_FILE).write_text(json.dumps({"key": key, "files": files}), encoding="utf-8")
 
-    monkeypatch.setattr(onnx_runtime, "_build", build)
+    monkeypatch.setattr(onnx_export, "_build", build)
     return calls
 
 
@@ -286,13 +286,11 @@ def test_a_failed_build_publishes_nothing(fake_model, monkeypatch, tmp_path):
         (out / MODEL_FILE).write_bytes(b"half")
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(onnx_runtime, "_build", failing)
+    monkeypatch.setattr(onnx_export, "_build", failing)
     cache = tmp_path / "cache"
     with pytest.raises(RuntimeError, match="disk full"):
         build_onnx_model(fake_model, cache)
     assert [p.name for p in cache.iterdir() if not p.name.endswith(".lock")] == []
-    with pytest.raises(FileNotFoundError, match="triage optimize"):
-        load_onnx_classifier(fake_model, cache, build=False)
 
 
 def test_cache_dir_follows_triage_cache_dir(fake_model, monkeypatch, tmp_path):
@@ -303,15 +301,15 @@ def test_cache_dir_follows_triage_cache_dir(fake_model, monkeypatch, tmp_path):
 
 
 def test_the_service_loads_the_runtime_its_settings_name(monkeypatch):
-    from api import triage_service
-    from api.decision_store import open_store
-    from api.triage_service import TriageService
+    from helpdesk_triage.api import triage_service
+    from helpdesk_triage.api.decision_store import open_store
+    from helpdesk_triage.api.triage_service import TriageService
 
     asked = []
 
-    def fake_load(model_dir, runtime=None):
+    def fake_load(model_dir, runtime, cache_dir):
         asked.append(runtime)
-        from model.keyword_rules import KeywordClassifier
+        from helpdesk_triage.policy.keyword_rules import KeywordClassifier
 
         return KeywordClassifier(), False
 
@@ -321,4 +319,4 @@ def test_the_service_loads_the_runtime_its_settings_name(monkeypatch):
         service = TriageService(Settings(database_url="sqlite:///:memory:", runtime=runtime), open_store("sqlite:///:memory:"))
         service.load_model()
         service.close()
-    assert asked == ["torch", None]  # the default travels through TRIAGE_RUNTIME (None: the loader reads it)
+    assert asked == ["torch", "onnx-int8"]  # the service passes its settings' runtime to the loader

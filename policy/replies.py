@@ -14,10 +14,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-import data
-from data.label_schema import LABELS
+from helpdesk_triage.policy.labels import LABELS
+from helpdesk_triage.policy.data_files import data_file
 
-DEFAULT_TEMPLATES_PATH = Path(data.__file__).with_name("reply_templates.toml")
+DEFAULT_TEMPLATES_PATH = data_file("reply_templates.toml")
 SLOTS = ("customer_name", "order_id", "agent_name", "first_response_due")
 GENERAL = "general"
 DEFAULT_VARIANT = "default"

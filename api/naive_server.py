@@ -1,8 +1,8 @@
-"""The naive reference of ``triage bench``: the same fine-tuned model in plain transformers fp32 (the torch
-``Triager``), one request at a time, in a minimal FastAPI app. A yardstick, not a service: no storage,
+"""The naive reference of ``triage bench``: the same fine-tuned model in plain transformers fp32 (``TriageModel``
+with the torch backend), one request at a time, in a minimal FastAPI app. A yardstick, not a service: no storage,
 no SLA, no replies, no limits.
 
-    python -m evaluation.naive_server --port 8001 [--model DIR]
+    python -m helpdesk_triage.api.naive_server --port 8001 [--model DIR]
 
 ``GET /healthz`` answers 200 once the model is loaded and has answered one message (the port only opens
 then); ``POST /v1/triage`` with ``{"text": ...}`` answers the three labels and their probabilities.
@@ -14,15 +14,16 @@ import argparse
 import threading
 from pathlib import Path
 
-DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent / "model" / "default"
+from helpdesk_triage.model.folder import DEFAULT_MODEL_DIR
+from helpdesk_triage.policy.labels import HEADS
 
 
 def create_naive_app(model_dir: Path = DEFAULT_MODEL_DIR):
     from fastapi import Body, FastAPI
 
-    from model.triager import Triager
+    from helpdesk_triage.model.triage_model import TriageModel
 
-    triager = Triager.load(model_dir)
+    triager = TriageModel.load(model_dir, runtime="torch")
     triager.predict(["您好，我的快递到哪了？"])  # warm-up, as the real service does before it is ready
     lock = threading.Lock()  # one request at a time
     app = FastAPI(title="naive triage reference")
@@ -36,7 +37,7 @@ def create_naive_app(model_dir: Path = DEFAULT_MODEL_DIR):
         with lock:
             prediction = triager.predict([text])[0]
         return {head: {"label": prediction.head(head).label, "confidence": prediction.head(head).confidence,
-                       "scores": prediction.head(head).scores} for head in ("category", "severity", "sentiment")}
+                       "scores": prediction.head(head).scores} for head in HEADS}
 
     return app
 
@@ -44,7 +45,7 @@ def create_naive_app(model_dir: Path = DEFAULT_MODEL_DIR):
 def main(argv: list[str] | None = None) -> None:
     import uvicorn
 
-    parser = argparse.ArgumentParser(prog="python -m evaluation.naive_server", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m helpdesk_triage.api.naive_server", description=__doc__.split("\n\n")[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8001)
     parser.add_argument("--model", type=Path, default=DEFAULT_MODEL_DIR)

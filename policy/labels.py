@@ -5,8 +5,9 @@ from __future__ import annotations
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
+from helpdesk_triage.policy.data_files import data_file
 
-DEFAULT_LABELS_PATH = Path(__file__).with_name("labels.toml")
+DEFAULT_LABELS_PATH = data_file("labels.toml")
 HEADS = ("category", "severity", "sentiment")
 
 

@@ -11,10 +11,10 @@ from pathlib import Path
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from data.label_schema import LABELS, LabelSchema
-from data.toml_file import read_toml
+from helpdesk_triage.policy.labels import LABELS, LabelSchema
+from helpdesk_triage.policy.data_files import data_file, read_toml
 
-DEFAULT_POLICY_PATH = Path(__file__).resolve().parent.parent / "data" / "sla_policy.toml"
+DEFAULT_POLICY_PATH = data_file("sla_policy.toml")
 Clock = Literal["business", "calendar"]
 CLOCKS: tuple[str, ...] = ("business", "calendar")
 MINUTES_PER_DAY = 24 * 60
@@ -76,7 +76,8 @@ class SlaRule:
     name: str
     first_response: timedelta
     resolution: timedelta
-    clock: Clock
+    clock: Clock  # how the first-response window counts
+    resolution_clock: Clock
     escalate_immediately: bool
     note: str
 
@@ -87,6 +88,7 @@ class SlaDeadlines:
     resolution_due: datetime
     rule: str
     clock: Clock
+    resolution_clock: Clock
     timezone: str
     escalate_immediately: bool
     note: str
@@ -97,6 +99,7 @@ class SlaDeadlines:
             "resolution_due": self.resolution_due.isoformat(),
             "rule": self.rule,
             "clock": self.clock,
+            "resolution_clock": self.resolution_clock,
             "timezone": self.timezone,
             "escalate_immediately": self.escalate_immediately,
             "note": self.note,
@@ -155,9 +158,10 @@ class SlaPolicy:
         rule = self.rule_for(category, severity)
         return SlaDeadlines(
             first_response_due=self._due(received_at, rule.first_response, rule.clock),
-            resolution_due=self._due(received_at, rule.resolution, rule.clock),
+            resolution_due=self._due(received_at, rule.resolution, rule.resolution_clock),
             rule=rule.name,
             clock=rule.clock,
+            resolution_clock=rule.resolution_clock,
             timezone=self.calendar.timezone.key,
             escalate_immediately=rule.escalate_immediately,
             note=rule.note,
@@ -182,7 +186,7 @@ def parse_timestamp(value: str) -> datetime:
     return parsed
 
 
-_RULE_KEYS = {"first_response_minutes", "resolution_minutes", "clock", "escalate_immediately", "note"}
+_RULE_KEYS = {"first_response_minutes", "resolution_minutes", "clock", "resolution_clock", "escalate_immediately", "note"}
 _CALENDAR_KEYS = {"timezone", "open", "close", "workdays", "holidays", "extra_workdays"}
 
 
@@ -191,18 +195,22 @@ def _parse_rule(name: str, raw: Any) -> SlaRule:
     _reject_unknown_keys(name, table, _RULE_KEYS, required={"first_response_minutes", "resolution_minutes", "clock"})
     first = _minutes(name, "first_response_minutes", table["first_response_minutes"])
     resolution = _minutes(name, "resolution_minutes", table["resolution_minutes"])
-    if resolution < first:
-        raise SlaPolicyError(f"{name}: resolution_minutes ({resolution}) is shorter than first_response_minutes ({first})")
     clock = table["clock"]
     if clock not in CLOCKS:
         raise SlaPolicyError(f"{name}: clock must be one of {list(CLOCKS)}, got {clock!r}")
+    resolution_clock = table.get("resolution_clock", clock)
+    if resolution_clock not in CLOCKS:
+        raise SlaPolicyError(f"{name}: resolution_clock must be one of {list(CLOCKS)}, got {resolution_clock!r}")
+    # Minutes on different clocks do not compare (12 business hours can end after 24 hours on the clock).
+    if resolution_clock == clock and resolution < first:
+        raise SlaPolicyError(f"{name}: resolution_minutes ({resolution}) is shorter than first_response_minutes ({first})")
     escalate = table.get("escalate_immediately", False)
     if not isinstance(escalate, bool):
         raise SlaPolicyError(f"{name}: escalate_immediately must be true or false")
     note = table.get("note", "")
     if not isinstance(note, str):
         raise SlaPolicyError(f"{name}: note must be a string")
-    return SlaRule(name, timedelta(minutes=first), timedelta(minutes=resolution), clock, escalate, note)
+    return SlaRule(name, timedelta(minutes=first), timedelta(minutes=resolution), clock, resolution_clock, escalate, note)
 
 
 def _parse_calendar(raw: Any) -> BusinessCalendar:

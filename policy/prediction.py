@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from data.label_schema import HEADS, LABELS
+from helpdesk_triage.policy.labels import HEADS, LABELS
 
 
 @dataclass(frozen=True)
