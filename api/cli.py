@@ -30,15 +30,15 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     serve = sub.add_parser("serve", help="serve the triage HTTP API")
-    serve.add_argument("--host", default=None, help="bind address (default 127.0.0.1, env TRIAGE_HOST)")
-    serve.add_argument("--port", type=int, default=None, help="port (default 8000, env TRIAGE_PORT)")
+    serve.add_argument("--host", default=None, help=f"bind address (default {_default('host')}, env TRIAGE_HOST)")
+    serve.add_argument("--port", type=int, default=None, help=f"port (default {_default('port')}, env TRIAGE_PORT)")
     serve.add_argument("--model", type=Path, default=None, help="trained model folder (default: the embedded model)")
     serve.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
     serve.set_defaults(handler=run_serve)
 
     export = sub.add_parser("export-feedback", help="write agent-corrected decisions as training JSONL")
     export.add_argument("--out", type=Path, required=True, help="JSONL file to write (replaced atomically)")
-    export.add_argument("--database-url", default=None, help="decision store URL (default: TRIAGE_DATABASE_URL, sqlite:///triage-data/triage.db)")
+    export.add_argument("--database-url", default=None, help=f"decision store URL (default: TRIAGE_DATABASE_URL, {_default('database_url')})")
     export.add_argument("--unmasked", action="store_true", help="export raw text (needs TRIAGE_STORE_RAW_TEXT=true when triaged); default: PII masked")
     export.set_defaults(handler=run_export_feedback)
 
@@ -138,6 +138,13 @@ def run_export_feedback(args: argparse.Namespace) -> int:
         store.close()
     print(f"wrote {count} corrected examples to {args.out}")
     return 0
+
+
+def _default(setting: str):
+    """A setting's default, from its one definition (``policy.settings.Settings``)."""
+    from helpdesk_triage.policy.settings import Settings
+
+    return Settings.model_fields[setting].default
 
 
 def load_settings():
