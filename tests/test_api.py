@@ -654,3 +654,20 @@ def test_model_exception_answers_from_keyword_rules_degraded():
         assert all(item["degraded"] for item in r.json()["items"])
         assert "the model failed (RuntimeError)" in r.json()["items"][0]["review_reasons"][0]
         assert metric(client.get("/metrics").text, "triage_degraded_total", reason="model_error") == 2
+
+
+def test_the_http_answer_is_what_the_python_triage_step_returns(model_http):
+    # The service and a Python user run the same triage step (policy.triage.decide) on the same model.
+    from helpdesk_triage.model import TriageModel
+    from helpdesk_triage.policy.triage import TriageRequest
+
+    items = [
+        {"id": "py-1", "text": "快递五天了还没到，订单号[ORDERID_1234]，麻烦查一下", "received_at": "2026-03-10T20:30:00+08:00",
+         "order_id": "1234567890", "customer_name": "王女士"},
+        {"id": "py-2", "text": "吃了你们的零食孩子过敏住院了，我要投诉", "received_at": "2026-03-10T09:00:00+08:00"},
+        {"id": "py-3", "text": "请问这款保温杯有没有粉色的？", "received_at": "2026-03-14T23:59:00+08:00"},
+    ]
+    response = model_http.post("/v1/triage/batch", json={"items": items})
+    assert response.status_code == 200, response.text
+    python = TriageModel.load().triage([TriageRequest(**item) for item in items])
+    assert response.json()["items"] == [answer.model_dump(mode="json") for answer in python]
