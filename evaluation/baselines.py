@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 __all__ = ["KeywordBaseline", "TfidfLogRegBaseline"]
 
 
-# The keyword rules (``model.keyword_rules``) are the baseline as they are: they normalise their input.
+# The keyword rules (``policy.keyword_rules``) are the baseline as they are: they normalise their input.
 KeywordBaseline = KeywordClassifier
 
 
@@ -31,7 +31,7 @@ class TfidfLogRegBaseline:
     (the n-gram half of the served blend) on its own, as a classifier.
 
     * ``fit(ds)`` takes a ``datasets.Dataset`` (or anything indexable by column name) with a
-      ``text`` column and one column per head in :data:`data.label_schema.HEADS`; a row whose
+      ``text`` column and one column per head in :data:`policy.labels.HEADS`; a row whose
       label for a head is None is left out of that head's training only.
     * ``class_weight="balanced"`` (the heads are imbalanced: few ``critical`` / ``positive``).
     * ``predict`` gives, per head, probabilities over every schema label in schema order; a label

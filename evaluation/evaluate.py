@@ -163,7 +163,7 @@ def run_evaluation(
 ) -> dict[str, dict]:
     """Evaluate ``classifier`` (and ``compare``, and the baselines) on ``data_paths``; write the report.
 
-    With ``robustness`` the model is also run on perturbed copies of the rows (``evaluation.robustness``:
+    With ``robustness`` the model is also run on perturbed copies of the rows (``training.perturbations``, ``evaluation.robustness``:
     greetings, emoji, typos, pinyin, full-width, Traditional characters …): the figures go to
     ``metrics.json`` under ``"robustness"`` and to a section of the report.
 

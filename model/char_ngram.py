@@ -15,7 +15,7 @@ never makes a *protected* label (the escalation labels: category D, severity cri
 than the transformer alone says: a missed escalation is the costliest error, and the n-gram model
 has seen critical only in team-written text (on the 459 corpus cases the plain blend lost a quarter
 of the transformer's critical catches).
-Texts are expected normalised (:func:`data.text_normalization.normalize`), as everywhere in ``model/``.
+Texts are expected normalised (:func:`policy.text_normalization.normalize`), as everywhere in ``model/``.
 """
 
 from __future__ import annotations

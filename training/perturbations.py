@@ -28,7 +28,7 @@ The word tables (typos, pinyin, greetings, emoji, id templates) live in
 ``data/robustness_perturbations.toml``. No perturbation edits a masked placeholder already in the
 text (``[数字x]``, ``[ORDERID_123]``, ``138****1234``).
 
-**What the normaliser undoes.** The model normalises every text first (``data/text_normalization``:
+**What the normaliser undoes.** The model normalises every text first (``policy/text_normalization``:
 NFKC, OpenCC t2s), so ``fullwidth`` and ``traditional`` reach the model as the original text: these
 two test the normaliser, not the model (the report counts the rows whose perturbed text normalises
 to the original's, ``n_same_after_normalisation``). ``traditional_tw`` is only partly undone: t2s
