@@ -1,0 +1,106 @@
+"""Annotation tooling: batches with blind controls, answer checks, agreement figures."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from sklearn.metrics import cohen_kappa_score
+
+from helpdesk_triage.training.annotation import (
+    ANNOTATED,
+    agreement,
+    check_answers,
+    cohen_kappa,
+    draw,
+    main,
+    pack,
+    subcases,
+    write_jsonl,
+)
+
+POOL = [{"uid": f"u{i:03d}", "text": f"消息{i}", "ref": {"corpus": "jddc", "line": i}, "sha256": str(i)} for i in range(10)]
+CONTROLS = [{"id": f"c{i}", "text": f"对照{i}", "category": "B", "severity": "medium", "sentiment": "neutral"} for i in range(6)]
+
+
+def test_kappa_matches_sklearn():
+    a = list("AABBCCDDAB")
+    b = list("AABBCDDDBB")
+    assert cohen_kappa(a, b) == pytest.approx(cohen_kappa_score(a, b))
+    assert cohen_kappa(["A"] * 3, ["A"] * 3) is None  # no variation: undefined, not 1.0
+    assert cohen_kappa([], []) is None
+
+
+def test_batches_hide_which_rows_are_controls():
+    batches = pack(POOL, CONTROLS, batch_size=4, controls_per_batch=2, seed=1)
+    assert [name for name, _, _ in batches] == ["b001", "b002", "b003"]
+    shown = [item for _, items, _ in batches for item in items]
+    assert all(set(item) == {"item", "text"} for item in shown)  # no label, no uid, no hint
+    keys = [key for _, _, ks in batches for key in ks]
+    assert sorted(k["uid"] for k in keys if "uid" in k) == [r["uid"] for r in POOL]
+    controls = [k["control"]["id"] for k in keys if "control" in k]
+    assert len(controls) == 6 and len(set(controls)) == 6  # each control used once
+    with pytest.raises(ValueError, match="control rows left"):
+        pack(POOL, CONTROLS[:3], batch_size=4, controls_per_batch=2, seed=1)
+
+
+def test_answer_check_names_the_row_and_the_field():
+    items = [{"item": "b001-001", "text": "x"}, {"item": "b001-002", "text": "y"}]
+    good = {"item": "b001-001", "category": "B", "severity": "low", "sentiment": "neutral", "subcase": "not_shipped", "usable": True}
+    unusable = {"item": "b001-002", "usable": False}
+    assert set(check_answers([good, unusable], items, "f")) == {"b001-001", "b001-002"}
+    with pytest.raises(ValueError, match="row 1 .*subcase 'defect'"):
+        check_answers([{**good, "subcase": "defect"}, unusable], items, "f")  # a C sub-case on a B row
+    with pytest.raises(ValueError, match="row 2 .*severity 'urgent'"):
+        check_answers([good, {**good, "item": "b001-002", "severity": "urgent"}], items, "f")
+    with pytest.raises(ValueError, match="1 items unanswered"):
+        check_answers([good], items, "f")
+    with pytest.raises(ValueError, match="unknown item"):
+        check_answers([good, {**unusable, "item": "b009-001"}], items, "f")
+
+
+def test_every_category_has_subcases_ending_in_other():
+    codes = subcases()
+    assert sorted(codes) == ["A", "B", "C", "D"]
+    assert all(c[-1] == "other" and len(c) == len(set(c)) >= 5 for c in codes.values())
+
+
+def test_agreement_compares_passes_on_pool_rows_and_passes_with_controls(tmp_path):
+    [(name, items, keys)] = pack(POOL[:4], CONTROLS[:2], batch_size=4, controls_per_batch=2, seed=3)
+    write_jsonl(tmp_path / "batches" / f"{name}.jsonl", items)
+    write_jsonl(tmp_path / "keys" / f"{name}.jsonl", keys)
+    first, second = [], []
+    for n, key in enumerate(keys):
+        row = {"item": key["item"], "category": "B", "severity": "medium", "sentiment": "neutral", "subcase": "not_shipped", "usable": True}
+        first.append(row)
+        # p2 disagrees on one pool row's category and gets one control's sentiment wrong
+        if "uid" in key and key["uid"] == "u000":
+            row = {**row, "category": "C", "subcase": "defect"}
+        if "control" in key and key["control"]["id"] == "c0":
+            row = {**row, "sentiment": "negative"}
+        second.append(row)
+    write_jsonl(tmp_path / "labels" / "p1" / f"{name}.jsonl", first)
+    write_jsonl(tmp_path / "labels" / "p2" / f"{name}.jsonl", second)
+    report = agreement(tmp_path)
+    assert report["rows_compared"] == 4
+    assert report["raw_agreement"]["category"] == 0.75
+    assert report["raw_agreement"]["severity"] == 1.0
+    assert set(report["kappa"]) == set(ANNOTATED)
+    assert report["control_agreement"]["p1"]["sentiment"] == {"n": 2, "agreement": 1.0}
+    assert report["control_agreement"]["p2"]["sentiment"] == {"n": 2, "agreement": 0.5}
+    assert main(["check", "--work", str(tmp_path), "--pass", "p2", "--batch", name]) == 0
+    assert main(["check", "--work", str(tmp_path), "--pass", "p3", "--batch", name]) == 2
+
+
+def test_draw_follows_the_source_mix_and_adds_escalation_candidates():
+    groups = {g: [{"ref": {"corpus": g, "line": i}, "sha256": f"{g}{i}", "source": g if g != "shop" else "shop:衣服",
+                   "text": "你们就是骗子，我要投诉" if i % 10 == 0 else f"{g} 请问{i}号有货吗"} for i in range(200)]
+              for g in ("jddc", "ecd", "waimai", "shop")}
+    rows = draw(groups, uniform=100, escalation=20, seed=5)
+    uniform = [r for r in rows if r["stratum"] == "uniform"]
+    assert len(uniform) == 100 and sum(r["source"] == "jddc" for r in uniform) == 62
+    escalation = [r for r in rows if r["stratum"] == "escalation"]
+    assert len(escalation) == 20 and all("骗子" in r["text"] for r in escalation)
+    assert len({r["uid"] for r in rows}) == len(rows)
+    assert not {r["sha256"] for r in uniform} & {r["sha256"] for r in escalation}
+    json.dumps(rows, ensure_ascii=False)  # the pool is written as JSONL
