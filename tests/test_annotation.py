@@ -104,3 +104,44 @@ def test_draw_follows_the_source_mix_and_adds_escalation_candidates():
     assert len({r["uid"] for r in rows}) == len(rows)
     assert not {r["sha256"] for r in uniform} & {r["sha256"] for r in escalation}
     json.dumps(rows, ensure_ascii=False)  # the pool is written as JSONL
+
+
+def test_disagreements_go_to_adjudication_and_merge_keeps_agreed_and_decided_rows(tmp_path):
+    from helpdesk_triage.training.annotation import disagreements, merged
+
+    pool = [{**row, "source": "jddc", "stratum": "uniform"} for row in POOL[:4]]
+    write_jsonl(tmp_path / "pool.jsonl", pool)
+    [(name, items, keys)] = pack(pool, CONTROLS[:2], batch_size=4, controls_per_batch=2, seed=3)
+    write_jsonl(tmp_path / "batches" / f"{name}.jsonl", items)
+    write_jsonl(tmp_path / "keys" / f"{name}.jsonl", keys)
+    uid_of = {k["item"]: k.get("uid") for k in keys}
+    base = {"category": "B", "severity": "medium", "sentiment": "neutral", "subcase": "not_shipped", "usable": True}
+    first = [{"item": k["item"], **base} for k in keys]
+    second = []
+    for k in keys:
+        row = {"item": k["item"], **base}
+        if uid_of[k["item"]] == "u000":
+            row.update(category="C", subcase="defect")      # decided by the adjudicator
+        if uid_of[k["item"]] == "u001":
+            row.update(sentiment="negative")                 # left unresolved
+        if uid_of[k["item"]] == "u002":
+            first_row = next(r for r in first if r["item"] == k["item"])
+            first_row.update(usable=False)                   # both say unusable
+            row = {"item": k["item"], "usable": False}
+        second.append(row)
+    write_jsonl(tmp_path / "labels" / "p1" / f"{name}.jsonl", first)
+    write_jsonl(tmp_path / "labels" / "p2" / f"{name}.jsonl", second)
+    to_judge = disagreements(tmp_path)
+    assert sorted(uid_of[r["item"]] for r in to_judge) == ["u000", "u001"]
+    assert all({"text", "annotator_1", "annotator_2"} <= set(r) for r in to_judge)
+    rows, counts = merged(tmp_path)
+    assert counts == {"agreed": 1, "awaiting adjudication": 2, "unusable": 1}
+    item = {uid_of[r["item"]]: r["item"] for r in to_judge}
+    write_jsonl(tmp_path / "labels" / "adj" / "a001.jsonl", [
+        {"item": item["u000"], "category": "C", "severity": "medium", "sentiment": "negative", "subcase": "defect", "usable": True},
+        {"item": item["u001"], "unresolved": True}])
+    rows, counts = merged(tmp_path)
+    assert counts == {"agreed": 1, "adjudicated": 1, "unresolved": 1, "unusable": 1}
+    decided = next(r for r in rows if r["labelled"] == "adjudicated")
+    assert (decided["category"], decided["subcase"], decided["ref"]) == ("C", "defect", POOL[0]["ref"])
+    assert all("text" not in r for r in rows)  # references only: no corpus text leaves the work folder

@@ -247,6 +247,77 @@ def agreement(work: Path, passes: Sequence[str] = ("p1", "p2")) -> dict:
     }
 
 
+def _labels(answer: dict) -> dict:
+    if not answer.get("usable", True):
+        return {"usable": False}
+    return {"usable": True, **{f: answer[f] for f in (*HEADS, "subcase")}}
+
+
+def passes_answers(work: Path, batch: str, passes: Sequence[str] = ("p1", "p2")) -> tuple[list[dict], dict, list[dict]]:
+    """(items, keys by item, answers by item per pass) of one batch, every answer checked."""
+    items = read_jsonl(work / "batches" / f"{batch}.jsonl")
+    keys = {row["item"]: row for row in read_jsonl(work / "keys" / f"{batch}.jsonl")}
+    answers = []
+    for p in passes:
+        path = work / "labels" / p / f"{batch}.jsonl"
+        answers.append(check_answers(read_jsonl(path), items, str(path)))
+    return items, keys, answers
+
+
+def disagreements(work: Path) -> list[dict]:
+    """Pool rows whose two passes differ in any label (sub-case included): what the adjudicator sees."""
+    rows = []
+    for batch_path in sorted((work / "batches").glob("b*.jsonl")):
+        if not all((work / "labels" / p / batch_path.name).is_file() for p in ("p1", "p2")):
+            continue
+        items, keys, (first, second) = passes_answers(work, batch_path.stem)
+        for item in items:
+            a, b = _labels(first[item["item"]]), _labels(second[item["item"]])
+            if "uid" in keys[item["item"]] and a != b:
+                rows.append({"item": item["item"], "text": item["text"], "annotator_1": a, "annotator_2": b})
+    return rows
+
+
+def merged(work: Path) -> tuple[list[dict], Counter]:
+    """Final labels of the pool rows: agreed by both passes, or decided by the adjudicator; unusable and
+    unresolved rows are left out and counted."""
+    pool = {row["uid"]: row for row in read_jsonl(work / "pool.jsonl")}
+    adjudicated: dict[str, dict] = {}
+    for path in sorted((work / "labels" / "adj").glob("*.jsonl")):
+        for row in read_jsonl(path):
+            adjudicated[row["item"]] = row
+    out, counts = [], Counter()
+    for batch_path in sorted((work / "batches").glob("b*.jsonl")):
+        if not all((work / "labels" / p / batch_path.name).is_file() for p in ("p1", "p2")):
+            continue
+        items, keys, (first, second) = passes_answers(work, batch_path.stem)
+        for item in items:
+            key = keys[item["item"]]
+            if "uid" not in key:
+                continue
+            a, b = _labels(first[item["item"]]), _labels(second[item["item"]])
+            if a == b:
+                final, how = a, "agreed"
+            elif item["item"] in adjudicated:
+                decision = adjudicated[item["item"]]
+                if decision.get("unresolved"):
+                    counts["unresolved"] += 1
+                    continue
+                check_answers([decision], [item], f"adjudication of {item['item']}")
+                final, how = _labels(decision), "adjudicated"
+            else:
+                counts["awaiting adjudication"] += 1
+                continue
+            if not final["usable"]:
+                counts["unusable"] += 1
+                continue
+            row = pool[key["uid"]]
+            counts[how] += 1
+            out.append({"ref": row["ref"], "sha256": row["sha256"], **{f: final[f] for f in (*HEADS, "subcase")},
+                        "source": row["source"], "stratum": row["stratum"], "labelled": how, "batch": batch_path.stem})
+    return out, counts
+
+
 def _round(value: float | None) -> float | None:
     return None if value is None else round(value, 3)
 
@@ -275,6 +346,12 @@ def main(argv: list[str] | None = None) -> int:
     packer.add_argument("--seed", type=int, default=7)
     agree = commands.add_parser("agreement", help="κ between the two passes and agreement with the controls")
     agree.add_argument("--work", type=Path, required=True)
+    adjudicate = commands.add_parser("adjudication", help="write the rows the two passes disagree on, in batches for a third pass")
+    adjudicate.add_argument("--work", type=Path, required=True)
+    adjudicate.add_argument("--batch-size", type=int, default=150)
+    merge = commands.add_parser("merge", help="write the agreed and adjudicated labels as references")
+    merge.add_argument("--work", type=Path, required=True)
+    merge.add_argument("--out", type=Path, required=True)
     check = commands.add_parser("check", help="check one pass's answers to one batch (every item, valid labels)")
     check.add_argument("--work", type=Path, required=True)
     check.add_argument("--pass", dest="pass_name", required=True)
@@ -296,11 +373,26 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{len(list((args.work / 'batches').glob('b*.jsonl')))} batches in {args.work / 'batches'}")
         elif args.command == "agreement":
             print(json.dumps(agreement(args.work), ensure_ascii=False, indent=2))
+        elif args.command == "adjudication":
+            rows = disagreements(args.work)
+            for index, start in enumerate(range(0, len(rows), args.batch_size), start=1):
+                write_jsonl(args.work / "adjudication" / f"a{index:03d}.jsonl", rows[start : start + args.batch_size])
+            print(f"{len(rows)} rows to adjudicate in {args.work / 'adjudication'}")
+        elif args.command == "merge":
+            rows, counts = merged(args.work)
+            write_jsonl(args.out, rows)
+            print(f"{len(rows)} rows written to {args.out}; {dict(counts)}")
         elif args.command == "check":
             path = args.work / "labels" / args.pass_name / f"{args.batch}.jsonl"
-            answers = check_answers(read_jsonl(path), read_jsonl(args.work / "batches" / f"{args.batch}.jsonl"), str(path))
-            unusable = sum(not a.get("usable", True) for a in answers.values())
-            print(f"{path}: {len(answers)} answers, all valid ({unusable} unusable)")
+            folder = "adjudication" if args.pass_name == "adj" else "batches"
+            items = read_jsonl(args.work / folder / f"{args.batch}.jsonl")
+            answers = read_jsonl(path)
+            # An adjudicator may leave a row unresolved; it is then left out of the data.
+            unresolved = {a.get("item") for a in answers if args.pass_name == "adj" and a.get("unresolved") is True}
+            checked = check_answers([a for a in answers if a.get("item") not in unresolved],
+                                    [i for i in items if i["item"] not in unresolved], str(path))
+            unusable = sum(not a.get("usable", True) for a in checked.values())
+            print(f"{path}: {len(checked) + len(unresolved)} answers, all valid ({unusable} unusable, {len(unresolved)} unresolved)")
     except (OSError, ValueError, KeyError) as exc:
         print(f"annotation {args.command}: error: {exc}", file=sys.stderr)
         return 2
