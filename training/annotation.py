@@ -96,9 +96,44 @@ def draw(groups: dict[str, list[dict]], uniform: int, escalation: int, seed: int
             and escalation_candidate(row["text"], rules)]
     rng.shuffle(rest)
     chosen += [{**row, "stratum": "escalation"} for row in rest[:escalation]]
-    for row in chosen:
-        row["uid"] = "u" + hashlib.sha256(json.dumps(row["ref"], sort_keys=True).encode()).hexdigest()[:12]
+    return with_uid(chosen)
+
+
+def model_picks(rows: Sequence[dict], uncertain: int, disagree: int, seed: int, score_at_most: int = 20000) -> list[dict]:
+    """Active-learning picks among ``rows`` (at most ``score_at_most`` of them scored, drawn at random): the
+    ``uncertain`` ones whose category the model is least sure of (smallest top-two margin), and ``disagree`` ones
+    where the model and the keyword rules disagree about escalation (category D or severity critical)."""
+    from helpdesk_triage.model import TriageModel
+
+    rng = random.Random(seed)
+    scored = list(rows)
+    rng.shuffle(scored)
+    scored = scored[:score_at_most]
+    model, rules = TriageModel.load(), KeywordRules.load()
+    predictions = model.predict([row["text"] for row in scored], batch_size=64)
+    margins, split = [], []
+    for row, prediction in zip(scored, predictions):
+        margins.append((prediction.category.margin(), row["uid"]))
+        norm = normalize(row["text"])
+        model_says = prediction.category.label == "D" or prediction.severity.label == "critical"
+        if model_says != escalation_candidate(norm, rules):
+            split.append(row["uid"])
+    by_uid = {row["uid"]: row for row in scored}
+    rng.shuffle(split)
+    chosen = [{**by_uid[uid], "stratum": "disagree"} for uid in split[:disagree]]
+    taken = {row["uid"] for row in chosen}
+    for _, uid in sorted(margins):
+        if len(chosen) >= disagree + uncertain:
+            break
+        if uid not in taken:
+            chosen.append({**by_uid[uid], "stratum": "uncertain"})
+            taken.add(uid)
     return chosen
+
+
+def with_uid(rows: Iterable[dict]) -> list[dict]:
+    return [{**row, "uid": "u" + hashlib.sha256(json.dumps(row["ref"], sort_keys=True).encode()).hexdigest()[:12]}
+            for row in rows]
 
 
 def held_out_texts(labeled_dir: Path, corpus_dir: Path, refs: Sequence[Path]) -> list[str]:
@@ -231,10 +266,12 @@ def agreement(work: Path, passes: Sequence[str] = ("p1", "p2")) -> dict:
                         target[1].append(label_of(second, field))
             else:
                 for pass_name, answer in zip(passes, (first, second)):
+                    # The best-guess labels count, also where the annotator found the message unusable alone.
                     for head in HEADS:
                         truth = key["control"].get(head)
                         if truth is not None:
-                            controls[pass_name][head].append(answer.get("usable", True) and answer.get(head) == truth)
+                            controls[pass_name][head].append(answer.get(head) == truth)
+                    controls[pass_name]["marked_unusable"].append(not answer.get("usable", True))
         per_batch[name] = {field: _round(cohen_kappa(*batch_pair[field])) for field in ANNOTATED}
     return {
         "rows_compared": len(pair["category"][0]),
@@ -337,6 +374,9 @@ def main(argv: list[str] | None = None) -> int:
     sample.add_argument("--work", type=Path, required=True)
     sample.add_argument("--uniform", type=int, default=2000)
     sample.add_argument("--escalation", type=int, default=500)
+    sample.add_argument("--uncertain", type=int, default=0, help="active learning: rows the model is least sure of")
+    sample.add_argument("--disagree", type=int, default=0, help="active learning: rows where model and rules disagree on escalation")
+    sample.add_argument("--exclude-pool", type=Path, action="append", default=[], help="pool.jsonl of an earlier round")
     sample.add_argument("--seed", type=int, default=2026)
     packer = commands.add_parser("pack", help="cut WORK/pool.jsonl into batches with blind controls")
     packer.add_argument("--work", type=Path, required=True)
@@ -360,7 +400,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "sample":
             held = HeldOut(held_out_texts(args.labeled, args.corpus, args.exclude_refs))
-            pool = draw(candidates(args.corpus, held, set()), args.uniform, args.escalation, args.seed)
+            earlier = {normalize(row["text"]) for path in args.exclude_pool for row in read_jsonl(path)}
+            groups = candidates(args.corpus, held, earlier)
+            pool = draw(groups, args.uniform, args.escalation, args.seed)
+            if args.uncertain or args.disagree:
+                picked = {row["sha256"] for row in pool}
+                rest = with_uid(row for group in SOURCE_MIX for row in groups.get(group, []) if row["sha256"] not in picked)
+                pool += model_picks(rest, args.uncertain, args.disagree, args.seed)
             write_jsonl(args.work / "pool.jsonl", pool)
             print(f"{len(pool)} messages: {dict(Counter(r['stratum'] for r in pool))}, "
                   f"{dict(Counter(source_group(r['source']) for r in pool))}")
