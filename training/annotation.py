@@ -392,6 +392,9 @@ def main(argv: list[str] | None = None) -> int:
     merge = commands.add_parser("merge", help="write the agreed and adjudicated labels as references")
     merge.add_argument("--work", type=Path, required=True)
     merge.add_argument("--out", type=Path, required=True)
+    merge.add_argument("--round", required=True, help="the round's name, recorded in every row (e.g. r1)")
+    merge.add_argument("--validation-stratum", action="append", default=[],
+                       help="rows of this stratum form the validation split (never trained on); the rest is train")
     check = commands.add_parser("check", help="check one pass's answers to one batch (every item, valid labels)")
     check.add_argument("--work", type=Path, required=True)
     check.add_argument("--pass", dest="pass_name", required=True)
@@ -420,12 +423,17 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "agreement":
             print(json.dumps(agreement(args.work), ensure_ascii=False, indent=2))
         elif args.command == "adjudication":
-            rows = disagreements(args.work)
-            for index, start in enumerate(range(0, len(rows), args.batch_size), start=1):
+            # Run again as batches come in: rows already sent to adjudication stay in their files.
+            existing = sorted((args.work / "adjudication").glob("a*.jsonl"))
+            sent = {row["item"] for path in existing for row in read_jsonl(path)}
+            rows = [row for row in disagreements(args.work) if row["item"] not in sent]
+            for index, start in enumerate(range(0, len(rows), args.batch_size), start=len(existing) + 1):
                 write_jsonl(args.work / "adjudication" / f"a{index:03d}.jsonl", rows[start : start + args.batch_size])
-            print(f"{len(rows)} rows to adjudicate in {args.work / 'adjudication'}")
+            print(f"{len(rows)} new rows to adjudicate in {args.work / 'adjudication'} ({len(sent)} sent before)")
         elif args.command == "merge":
             rows, counts = merged(args.work)
+            for row in rows:
+                row.update(round=args.round, split="validation" if row["stratum"] in args.validation_stratum else "train")
             write_jsonl(args.out, rows)
             print(f"{len(rows)} rows written to {args.out}; {dict(counts)}")
         elif args.command == "check":
