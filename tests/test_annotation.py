@@ -145,3 +145,22 @@ def test_disagreements_go_to_adjudication_and_merge_keeps_agreed_and_decided_row
     decided = next(r for r in rows if r["labelled"] == "adjudicated")
     assert (decided["category"], decided["subcase"], decided["ref"]) == ("C", "defect", POOL[0]["ref"])
     assert all("text" not in r for r in rows)  # references only: no corpus text leaves the work folder
+
+
+def test_the_pass_record_holds_every_answer_and_no_text(tmp_path):
+    from helpdesk_triage.training.annotation import pass_record
+
+    pool = [{**row, "source": "jddc", "stratum": "uniform"} for row in POOL[:4]]
+    write_jsonl(tmp_path / "pool.jsonl", pool)
+    [(name, items, keys)] = pack(pool, CONTROLS[:2], batch_size=4, controls_per_batch=2, seed=3)
+    write_jsonl(tmp_path / "batches" / f"{name}.jsonl", items)
+    write_jsonl(tmp_path / "keys" / f"{name}.jsonl", keys)
+    answer = {"category": "A", "severity": "low", "sentiment": "neutral", "subcase": "stock", "usable": True}
+    for p in ("p1", "p2"):
+        write_jsonl(tmp_path / "labels" / p / f"{name}.jsonl", [{"item": k["item"], **answer} for k in keys])
+    record = pass_record(tmp_path, "r9")
+    assert len(record) == 6 and all(r["round"] == "r9" and r["p1"] == r["p2"] == answer for r in record)
+    assert sorted(r["control"] for r in record if "control" in r) == ["c0", "c1"]
+    assert sorted(r["ref"]["line"] for r in record if "ref" in r) == [0, 1, 2, 3]
+    texts = {row["text"] for row in pool} | {c["text"] for c in CONTROLS}
+    assert not any(t in json.dumps(record, ensure_ascii=False) for t in texts)

@@ -355,6 +355,34 @@ def merged(work: Path) -> tuple[list[dict], Counter]:
     return out, counts
 
 
+def pass_record(work: Path, round_name: str) -> list[dict]:
+    """Every answer of every pass, without texts: pool rows by reference, controls by their hand-labelled id.
+    Enough to recompute the agreement figures of the data card without the corpora."""
+    pool = {row["uid"]: row for row in read_jsonl(work / "pool.jsonl")}
+    adjudicated: dict[str, dict] = {}
+    for path in sorted((work / "labels" / "adj").glob("*.jsonl")):
+        for row in read_jsonl(path):
+            adjudicated[row["item"]] = row
+    out = []
+    for batch_path in sorted((work / "batches").glob("b*.jsonl")):
+        if not all((work / "labels" / p / batch_path.name).is_file() for p in ("p1", "p2")):
+            continue
+        items, keys, (first, second) = passes_answers(work, batch_path.stem)
+        for item in items:
+            key, name = keys[item["item"]], item["item"]
+            row = {"round": round_name, "item": name, "p1": _labels(first[name]), "p2": _labels(second[name])}
+            if "uid" in key:
+                source = pool[key["uid"]]
+                row.update(ref=source["ref"], sha256=source["sha256"], stratum=source["stratum"])
+                if name in adjudicated:
+                    decision = adjudicated[name]
+                    row["adjudicated"] = {"unresolved": True} if decision.get("unresolved") else _labels(decision)
+            else:
+                row["control"] = key["control"]["id"]  # its hand labels stay in ../shared/data/labeled
+            out.append(row)
+    return out
+
+
 def _round(value: float | None) -> float | None:
     return None if value is None else round(value, 3)
 
@@ -393,6 +421,7 @@ def main(argv: list[str] | None = None) -> int:
     merge.add_argument("--work", type=Path, required=True)
     merge.add_argument("--out", type=Path, required=True)
     merge.add_argument("--round", required=True, help="the round's name, recorded in every row (e.g. r1)")
+    merge.add_argument("--passes-out", type=Path, default=None, help="also write every pass's answers (no texts) here")
     merge.add_argument("--validation-stratum", action="append", default=[],
                        help="rows of this stratum form the validation split (never trained on); the rest is train")
     check = commands.add_parser("check", help="check one pass's answers to one batch (every item, valid labels)")
@@ -435,6 +464,8 @@ def main(argv: list[str] | None = None) -> int:
             for row in rows:
                 row.update(round=args.round, split="validation" if row["stratum"] in args.validation_stratum else "train")
             write_jsonl(args.out, rows)
+            if args.passes_out is not None:
+                write_jsonl(args.passes_out, pass_record(args.work, args.round))
             print(f"{len(rows)} rows written to {args.out}; {dict(counts)}")
         elif args.command == "check":
             path = args.work / "labels" / args.pass_name / f"{args.batch}.jsonl"

@@ -141,9 +141,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--corpus", type=Path, required=True, help="folder with jddc/, taobao_ecd/, online_shopping_10_cats/, waimai_10k/")
     parser.add_argument("--refs", type=Path, required=True, help="references file, e.g. data/labeled_corpus.jsonl")
     parser.add_argument("--out", type=Path, required=True, help="labelled JSONL to write (text, labels, source, ref)")
+    parser.add_argument("--split", default=None, metavar="NAME",
+                        help="only the rows whose `split` is NAME (e.g. validation in data/annotated_corpus.jsonl)")
     args = parser.parse_args(argv)
     try:
         rows = resolve_refs(args.corpus, args.refs)
+        if args.split is not None:
+            rows = [row for row in rows if row.get("split") == args.split]
+            if not rows:
+                raise CorpusRefError(f"{args.refs}: no row has split {args.split!r}")
         write_rows(rows, args.out)
     except (CorpusRefError, OSError) as exc:
         print(f"corpus_refs: error: {exc}", file=sys.stderr)
