@@ -208,6 +208,15 @@ def write_jsonl(path: Path, rows: Iterable[dict]) -> None:
     tmp.replace(path)
 
 
+def answered(work: Path, batch_path: Path, passes: Sequence[str] = ("p1", "p2")) -> bool:
+    """Whether every pass has answered every item of the batch (an answer file still being written is not)."""
+    expected = len(read_jsonl(batch_path))
+    paths = [work / "labels" / p / batch_path.name for p in passes]
+    # Lines are counted, not parsed: the last line of a file being written may be incomplete.
+    return all(path.is_file() and sum(1 for line in path.read_text(encoding="utf-8").splitlines() if line.strip()) >= expected
+               for path in paths)
+
+
 def check_answers(answers: Sequence[dict], items: Sequence[dict], where: str) -> dict[str, dict]:
     """The answers by item; ValueError naming the first bad row (unknown item, missing or invalid label)."""
     codes = subcases()
@@ -248,7 +257,7 @@ def agreement(work: Path, passes: Sequence[str] = ("p1", "p2")) -> dict:
     for batch_path in sorted((work / "batches").glob("b*.jsonl")):
         name = batch_path.stem
         answer_paths = [work / "labels" / p / batch_path.name for p in passes]
-        if not all(path.is_file() for path in answer_paths):
+        if not answered(work, batch_path, passes):
             continue
         items = read_jsonl(batch_path)
         keys = {row["item"]: row for row in read_jsonl(work / "keys" / batch_path.name)}
@@ -305,7 +314,7 @@ def disagreements(work: Path) -> list[dict]:
     """Pool rows whose two passes differ in any label (sub-case included): what the adjudicator sees."""
     rows = []
     for batch_path in sorted((work / "batches").glob("b*.jsonl")):
-        if not all((work / "labels" / p / batch_path.name).is_file() for p in ("p1", "p2")):
+        if not answered(work, batch_path):
             continue
         items, keys, (first, second) = passes_answers(work, batch_path.stem)
         for item in items:
@@ -325,7 +334,7 @@ def merged(work: Path) -> tuple[list[dict], Counter]:
             adjudicated[row["item"]] = row
     out, counts = [], Counter()
     for batch_path in sorted((work / "batches").glob("b*.jsonl")):
-        if not all((work / "labels" / p / batch_path.name).is_file() for p in ("p1", "p2")):
+        if not answered(work, batch_path):
             continue
         items, keys, (first, second) = passes_answers(work, batch_path.stem)
         for item in items:
@@ -365,7 +374,7 @@ def pass_record(work: Path, round_name: str) -> list[dict]:
             adjudicated[row["item"]] = row
     out = []
     for batch_path in sorted((work / "batches").glob("b*.jsonl")):
-        if not all((work / "labels" / p / batch_path.name).is_file() for p in ("p1", "p2")):
+        if not answered(work, batch_path):
             continue
         items, keys, (first, second) = passes_answers(work, batch_path.stem)
         for item in items:
