@@ -45,15 +45,15 @@ class TriageModel:
     def load(cls, folder: str | Path | None = None, *, runtime: str | None = None, cache_dir: str | Path | None = None,
              with_ngram: bool = True) -> "TriageModel":
         """The model of ``folder`` (default: the embedded one) in ``runtime`` (default: the ``runtime`` setting,
-        ``TRIAGE_RUNTIME``, else ``onnx-int8``). ``with_ngram=False`` leaves out the n-gram blend (torch only:
-        the transformer alone, as training fits it)."""
+        ``TRIAGE_RUNTIME``, else ``onnx-int8``). ``with_ngram=False`` leaves out the n-gram blend: the transformer
+        alone, as training fits it."""
         folder = Path(folder) if folder is not None else DEFAULT_MODEL_DIR
         runtime = (runtime or Settings().runtime).strip().lower()
         if runtime not in RUNTIMES:
             raise ValueError(f"unknown runtime {runtime!r}; use one of {', '.join(RUNTIMES)} (TRIAGE_RUNTIME)")
         config = ModelConfig.load(folder)
         ngram = NgramBlend.load(folder) if with_ngram else None
-        if runtime == "onnx-int8" and with_ngram:
+        if runtime == "onnx-int8":
             try:
                 from helpdesk_triage.model.onnx_backend import OnnxBackend
                 from helpdesk_triage.model.onnx_export import build_onnx_model
