@@ -60,3 +60,23 @@ def test_the_validation_split_is_written_for_triage_evaluate(tmp_path, capsys, s
     assert load_labelled([out])[0].num_rows == len(committed)
     assert main(["--corpus", str(shared_corpora), "--refs", str(ANNOTATED), "--out", str(out), "--split", "nope"]) == 2
     assert "no row has split 'nope'" in capsys.readouterr().err
+
+
+def test_weak_labelling_never_draws_a_text_that_measures_the_model(shared_corpora):
+    from helpdesk_triage.training.corpus_refs import measuring_texts
+    from helpdesk_triage.training.weak_labels import weak_rows
+
+    texts = measuring_texts(shared_corpora)
+    validation = [r for r in read_refs(ANNOTATED) if r["split"] == "validation"]
+    assert len(texts) == len(read_cases()) + len(validation)
+    rows, _ = weak_rows(shared_corpora, 1500, texts, seed=13)  # as training.pipeline calls it, with the eval texts too
+    measured = HeldOut(texts)
+    assert [r["text"] for r in rows if normalize(r["text"]) in measured] == []
+
+
+def test_measuring_texts_of_a_folder_of_other_texts_is_empty_not_an_error(tmp_path):
+    from helpdesk_triage.training.corpus_refs import measuring_texts
+
+    (tmp_path / "jddc").mkdir()
+    (tmp_path / "jddc" / "train_enc.txt").write_text("你好,在的,我的快递到哪了\n", encoding="utf-8")
+    assert measuring_texts(tmp_path) == []

@@ -27,6 +27,7 @@ import sys
 from pathlib import Path
 from typing import Iterator, Sequence
 
+from helpdesk_triage.policy.data_files import data_file
 from helpdesk_triage.policy.labels import HEADS, LabelSchema
 from helpdesk_triage.training.weak_labels import CORPORA, CorpusTurn, corpus_turns, file_turns
 
@@ -107,10 +108,11 @@ def read_refs(path: str | Path, required: Sequence[str] = ("ref", "sha256", *HEA
 
 
 def resolve_refs(corpus_dir: str | Path, path: str | Path, required: Sequence[str] = ("ref", "sha256", *HEADS),
-                 source_prefix: str = "") -> list[dict]:
+                 source_prefix: str = "", skip_missing: bool = False) -> list[dict]:
     """The committed rows with their texts: ``text``, the labels, ``source`` (``source_prefix`` + the corpus
     source), ``ref`` and any other field of the row. Raises :class:`CorpusRefError` naming the row when a
-    reference does not resolve in ``corpus_dir`` or the text there no longer has the committed SHA-256."""
+    reference does not resolve in ``corpus_dir`` or the text there no longer has the committed SHA-256;
+    ``skip_missing`` leaves such rows out instead (a folder holding other corpora, or only some of them)."""
     if not Path(corpus_dir).is_dir():
         raise CorpusRefError(f"{corpus_dir}: no such corpus folder")
     resolver = _Resolver(corpus_dir)
@@ -120,12 +122,28 @@ def resolve_refs(corpus_dir: str | Path, path: str | Path, required: Sequence[st
         try:
             text, source = resolver.resolve(row["ref"])
         except KeyError as exc:
+            if skip_missing:
+                continue
             raise CorpusRefError(f"{where}: reference does not resolve: {exc.args[0]}") from None
         if sha256_text(text) != row["sha256"]:
+            if skip_missing:
+                continue
             raise CorpusRefError(f"{where}: the text at this reference changed (sha256 differs)")
         extra = {k: v for k, v in row.items() if k not in ("sha256", "_row", *HEADS)}
         resolved.append({"text": text, **{head: row[head] for head in HEADS}, "source": source_prefix + source, **extra})
     return resolved
+
+
+def measuring_texts(corpus_dir: str | Path) -> list[str]:
+    """The corpus texts that measure the model and must never be trained on: the cases of
+    ``data/critical_cases.jsonl`` and the validation split of ``data/annotated_corpus.jsonl`` that stand in
+    ``corpus_dir`` (the public corpora; a folder of other texts holds none of them where they were found)."""
+    if not Path(corpus_dir).is_dir():
+        return []  # the caller's own check of the folder says what is wrong with it
+    texts = [row["text"] for row in resolve_refs(corpus_dir, data_file("critical_cases.jsonl"), skip_missing=True)]
+    texts += [row["text"] for row in resolve_refs(corpus_dir, data_file("annotated_corpus.jsonl"), skip_missing=True)
+              if row.get("split") == "validation"]
+    return texts
 
 
 def write_rows(rows: Sequence[dict], out: Path) -> None:

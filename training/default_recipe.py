@@ -7,7 +7,7 @@ real rows (seed 13) is held out for early stopping and temperature calibration, 
 fitted on real messages. With `--corpus`, weak-labelled corpus rows are added (and with `--labeled-corpus`
 the real corpus messages labelled per LABELING.md in `data/labeled_corpus.jsonl`, references resolved in the
 corpora), and any corpus text that is (or contains, or is contained in) a `dev.jsonl` text or a case of
-`data/critical_cases.jsonl` is left out.
+`data/critical_cases.jsonl` or of the validation split of `data/annotated_corpus.jsonl` is left out.
 """
 
 from __future__ import annotations
@@ -20,9 +20,8 @@ from pathlib import Path
 
 from helpdesk_triage.policy.labels import HEADS
 from helpdesk_triage.policy.text_normalization import normalize
-from helpdesk_triage.evaluation.critical_cases import critical_texts
 from helpdesk_triage.training.augmentation import augmented_rows
-from helpdesk_triage.training.corpus_refs import resolve_refs, write_rows
+from helpdesk_triage.training.corpus_refs import measuring_texts, resolve_refs, write_rows
 from helpdesk_triage.training.dataset_io import load_labelled, stratified_split
 from helpdesk_triage.training.dev_split import split as split_dev
 from helpdesk_triage.training.pipeline import train_from_files
@@ -82,8 +81,8 @@ def main(argv: list[str] | None = None) -> int:
         rows, _ = load_labelled(real_files)
         held_out_texts = list(load_labelled([str(dev)])[0]["raw_text"]) if dev.is_file() else []
         if args.corpus is not None:
-            # The corpus cases of data/critical_cases.jsonl measure critical recall: never trained on.
-            held_out_texts += sorted(critical_texts(args.corpus))
+            # The critical cases and the annotated validation split measure the model: never trained on.
+            held_out_texts += measuring_texts(args.corpus)
         train_part, validation_part = stratified_split(rows, eval_fraction=VALIDATION_FRACTION, seed=DEFAULT_CONFIG.seed)
         train_file, validation_file = Path(tmp) / "real_train.jsonl", Path(tmp) / "real_validation.jsonl"
         _write_jsonl(train_part, train_file)

@@ -14,6 +14,7 @@ import datasets
 
 from helpdesk_triage.policy.labels import HEADS, LABELS
 from helpdesk_triage.model.triage_model import TriageModel
+from helpdesk_triage.training.corpus_refs import measuring_texts
 from helpdesk_triage.training.dataset_io import LoadReport, load_labelled, stratified_split, without_texts_of
 from helpdesk_triage.training.ngram_blend import fit_ngram_blend
 from helpdesk_triage.training.trainer import TrainConfig, TrainResult, train
@@ -55,7 +56,8 @@ def train_from_files(
     """``repeat`` maps a training file to how many times each of its rows is seen per epoch (default 1).
 
     ``corpus_dir`` adds up to ``corpus_rows`` weak-labelled rows from the public corpora
-    (:mod:`training.weak_labels`), never one whose text is in the eval data or in ``corpus_exclude``.
+    (:mod:`training.weak_labels`), never one whose text is in the eval data, in ``corpus_exclude``, a critical case
+    or a row of the annotated corpus' validation split.
     ``transformer_from`` skips fine-tuning and takes the transformer of that model folder, which must
     have been trained by the same call with the same settings (fine-tuning is deterministic): only the
     n-gram blend is fitted anew. ``soup_with`` averages the fine-tuned weights with those of that model folder
@@ -85,8 +87,9 @@ def train_from_files(
         log(f"dropped {overlap} training rows whose text is also in the eval data")
     weak_summary = None
     if corpus_dir is not None:
-        # Weak rows only ever train: never in the eval split, never a text that is labelled already.
-        held_out = [*eval_ds["raw_text"], *train_ds["raw_text"], *corpus_exclude]
+        # Weak rows only ever train: never in the eval split, never a text that is labelled already, never a text
+        # of the sets that measure the model (the critical cases, the validation split of the annotated corpus).
+        held_out = [*eval_ds["raw_text"], *train_ds["raw_text"], *corpus_exclude, *measuring_texts(corpus_dir)]
         weak_ds, weak_summary = _weak_dataset(corpus_dir, corpus_rows, held_out, config.seed)
         log(f"weak labels from {corpus_dir}: {weak_summary['rows']} rows "
             f"({weak_summary['held_out_dropped']} dropped as held-out or already labelled); {weak_summary['label_counts']}")
