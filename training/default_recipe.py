@@ -33,6 +33,8 @@ DATA = data_file("")
 TEAM_WRITTEN = sorted((DATA / "team_written").glob("*.jsonl"))
 # Real corpus messages labelled per LABELING.md, committed as references (training/corpus_refs.py).
 LABELED_CORPUS = DATA / "labeled_corpus.jsonl"
+# Real corpus messages labelled twice and adjudicated (data/annotated_corpus.md); only its train split trains.
+ANNOTATED_CORPUS = DATA / "annotated_corpus.jsonl"
 DEFAULT_CONFIG = TrainConfig(epochs=5, lr=6e-5, num_layers=12, trained_layers=6, max_length=128, seed=13)
 VALIDATION_FRACTION = 0.2
 # Each real hand-labelled row is seen this many times per epoch, against once for a team-written row.
@@ -59,6 +61,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-dev-part", action="store_true", help="do not train on the training part of dev.jsonl")
     parser.add_argument("--labeled-corpus", action=argparse.BooleanOptionalAction, default=False,
                         help="with --corpus: also train on the labelled corpus messages of data/labeled_corpus.jsonl")
+    parser.add_argument("--annotated-corpus", action=argparse.BooleanOptionalAction, default=False,
+                        help="with --corpus: also train on the train split of data/annotated_corpus.jsonl (real messages "
+                             "labelled twice and adjudicated; its validation split is never trained on)")
     parser.add_argument("--ngram-weight", type=float, default=DEFAULT_CONFIG.ngram_weight,
                         help="share of the character n-gram model in each answer (0 = transformer alone)")
     parser.add_argument("--transformer-from", type=Path, default=None, metavar="DIR",
@@ -92,6 +97,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.corpus is not None and args.labeled_corpus:
             labelled_texts = [*rows["text"], *written["text"]]
             train_files.append(_labeled_corpus_file(args.corpus, held_out_texts, labelled_texts, Path(tmp)))
+        if args.corpus is not None and args.annotated_corpus:
+            labelled_texts = [*rows["text"], *written["text"]]
+            train_files.append(_annotated_corpus_file(args.corpus, held_out_texts, labelled_texts, Path(tmp)))
         if args.augment > 0:
             originals = [_labelled_row(row) for ds in (train_part, written) for row in ds]
             augment_file = Path(tmp) / "augmented.jsonl"
@@ -118,6 +126,17 @@ def _labeled_corpus_file(corpus: Path, held_out_texts: list[str], labelled_texts
     path = tmp / "labeled_corpus.jsonl"
     write_rows([{"text": row["text"], **{h: row[h] for h in HEADS}} for row in rows], path)
     print(f"labelled corpus messages: {len(rows)} rows from {LABELED_CORPUS.name}", file=sys.stderr)
+    return path
+
+
+def _annotated_corpus_file(corpus: Path, held_out_texts: list[str], labelled_texts: list[str], tmp: Path) -> Path:
+    """The train split of the annotated corpus as a training file (held-out and already-labelled texts left out)."""
+    held_out, labelled = HeldOut(held_out_texts), set(labelled_texts)
+    rows = [row for row in resolve_refs(corpus, ANNOTATED_CORPUS) if row["split"] == "train"
+            and normalize(row["text"]) not in held_out and normalize(row["text"]) not in labelled]
+    path = tmp / "annotated_corpus_train.jsonl"
+    write_rows([{"text": row["text"], **{h: row[h] for h in HEADS}} for row in rows], path)
+    print(f"annotated corpus messages: {len(rows)} train rows from {ANNOTATED_CORPUS.name}", file=sys.stderr)
     return path
 
 
