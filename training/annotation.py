@@ -23,7 +23,7 @@ import random
 import sys
 import tomllib
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 from helpdesk_triage.policy.data_files import data_file
@@ -310,13 +310,23 @@ def passes_answers(work: Path, batch: str, passes: Sequence[str] = ("p1", "p2"))
     return items, keys, answers
 
 
+def answered_batches(work: Path) -> Iterator[tuple[str, list[dict], dict, dict, dict]]:
+    """(batch name, items, keys by item, pass-1 answers, pass-2 answers) of every batch both passes have finished."""
+    for batch_path in sorted((work / "batches").glob("b*.jsonl")):
+        if answered(work, batch_path):
+            items, keys, (first, second) = passes_answers(work, batch_path.stem)
+            yield batch_path.stem, items, keys, first, second
+
+
+def adjudications(work: Path) -> dict[str, dict]:
+    """The adjudicator's decisions by item."""
+    return {row["item"]: row for path in sorted((work / "labels" / "adj").glob("*.jsonl")) for row in read_jsonl(path)}
+
+
 def disagreements(work: Path) -> list[dict]:
     """Pool rows whose two passes differ in any label (sub-case included): what the adjudicator sees."""
     rows = []
-    for batch_path in sorted((work / "batches").glob("b*.jsonl")):
-        if not answered(work, batch_path):
-            continue
-        items, keys, (first, second) = passes_answers(work, batch_path.stem)
+    for _, items, keys, first, second in answered_batches(work):
         for item in items:
             a, b = _labels(first[item["item"]]), _labels(second[item["item"]])
             if "uid" in keys[item["item"]] and a != b:
@@ -328,15 +338,9 @@ def merged(work: Path) -> tuple[list[dict], Counter]:
     """Final labels of the pool rows: agreed by both passes, or decided by the adjudicator; unusable and
     unresolved rows are left out and counted."""
     pool = {row["uid"]: row for row in read_jsonl(work / "pool.jsonl")}
-    adjudicated: dict[str, dict] = {}
-    for path in sorted((work / "labels" / "adj").glob("*.jsonl")):
-        for row in read_jsonl(path):
-            adjudicated[row["item"]] = row
+    adjudicated = adjudications(work)
     out, counts = [], Counter()
-    for batch_path in sorted((work / "batches").glob("b*.jsonl")):
-        if not answered(work, batch_path):
-            continue
-        items, keys, (first, second) = passes_answers(work, batch_path.stem)
+    for batch, items, keys, first, second in answered_batches(work):
         for item in items:
             key = keys[item["item"]]
             if "uid" not in key:
@@ -360,7 +364,7 @@ def merged(work: Path) -> tuple[list[dict], Counter]:
             row = pool[key["uid"]]
             counts[how] += 1
             out.append({"ref": row["ref"], "sha256": row["sha256"], **{f: final[f] for f in (*HEADS, "subcase")},
-                        "source": row["source"], "stratum": row["stratum"], "labelled": how, "batch": batch_path.stem})
+                        "source": row["source"], "stratum": row["stratum"], "labelled": how, "batch": batch})
     return out, counts
 
 
@@ -368,15 +372,9 @@ def pass_record(work: Path, round_name: str) -> list[dict]:
     """Every answer of every pass, without texts: pool rows by reference, controls by their hand-labelled id.
     Enough to recompute the agreement figures of the data card without the corpora."""
     pool = {row["uid"]: row for row in read_jsonl(work / "pool.jsonl")}
-    adjudicated: dict[str, dict] = {}
-    for path in sorted((work / "labels" / "adj").glob("*.jsonl")):
-        for row in read_jsonl(path):
-            adjudicated[row["item"]] = row
+    adjudicated = adjudications(work)
     out = []
-    for batch_path in sorted((work / "batches").glob("b*.jsonl")):
-        if not answered(work, batch_path):
-            continue
-        items, keys, (first, second) = passes_answers(work, batch_path.stem)
+    for _, items, keys, first, second in answered_batches(work):
         for item in items:
             key, name = keys[item["item"]], item["item"]
             row = {"round": round_name, "item": name, "p1": _labels(first[name]), "p2": _labels(second[name])}
