@@ -80,9 +80,11 @@ def escalation_candidate(text: str, rules: KeywordRules) -> bool:
     return rules.critical_cue(norm) is not None or rules.category(norm) == "D"
 
 
-def draw(groups: dict[str, list[dict]], uniform: int, escalation: int, seed: int) -> list[dict]:
-    """``uniform`` rows in dev's source mix (stratum ``uniform``: the validation set is cut from these) and
-    ``escalation`` more with keyword evidence of D or critical (stratum ``escalation``: training only)."""
+def draw(groups: dict[str, list[dict]], uniform: int, escalation: int, seed: int, critical_cue: int = 0,
+         extra_cues: Sequence[str] = ()) -> list[dict]:
+    """``uniform`` rows in dev's source mix (stratum ``uniform``: the validation set is cut from these),
+    ``critical_cue`` rows holding a critical cue of the keyword rules, or one of ``extra_cues`` (stratum
+    ``critical_cue``: where the rare real emergencies are) and ``escalation`` more with keyword evidence of D or critical (stratum ``escalation``)."""
     rng = random.Random(seed)
     rules = KeywordRules.load()
     chosen: list[dict] = []
@@ -91,6 +93,11 @@ def draw(groups: dict[str, list[dict]], uniform: int, escalation: int, seed: int
         rng.shuffle(pool)
         for row in pool[: round(uniform * share)]:
             chosen.append({**row, "stratum": "uniform"})
+    picked = {row["sha256"] for row in chosen}
+    cued = [row for group in SOURCE_MIX for row in groups.get(group, []) if row["sha256"] not in picked
+            and (rules.critical_cue(normalize(row["text"])) is not None or any(c in row["text"] for c in extra_cues))]
+    rng.shuffle(cued)
+    chosen += [{**row, "stratum": "critical_cue"} for row in cued[:critical_cue]]
     picked = {row["sha256"] for row in chosen}
     rest = [row for group in SOURCE_MIX for row in groups.get(group, []) if row["sha256"] not in picked
             and escalation_candidate(row["text"], rules)]
@@ -409,6 +416,9 @@ def main(argv: list[str] | None = None) -> int:
     sample.add_argument("--work", type=Path, required=True)
     sample.add_argument("--uniform", type=int, default=2000)
     sample.add_argument("--escalation", type=int, default=500)
+    sample.add_argument("--critical-cue", type=int, default=0, help="rows holding a critical cue of the keyword rules")
+    sample.add_argument("--extra-cues", default="", help="comma-separated words that also make a --critical-cue candidate "
+                                                           "(e.g. symptoms the rules lack: 痒,头疼,呕吐)")
     sample.add_argument("--uncertain", type=int, default=0, help="active learning: rows the model is least sure of")
     sample.add_argument("--disagree", type=int, default=0, help="active learning: rows where model and rules disagree on escalation")
     sample.add_argument("--exclude-pool", type=Path, action="append", default=[], help="pool.jsonl of an earlier round")
@@ -441,7 +451,8 @@ def main(argv: list[str] | None = None) -> int:
             held = HeldOut(held_out_texts(args.labeled, args.corpus, args.exclude_refs))
             earlier = {normalize(row["text"]) for path in args.exclude_pool for row in read_jsonl(path)}
             groups = candidates(args.corpus, held, earlier)
-            pool = draw(groups, args.uniform, args.escalation, args.seed)
+            extra = [w.strip() for w in args.extra_cues.split(",") if w.strip()]
+            pool = draw(groups, args.uniform, args.escalation, args.seed, critical_cue=args.critical_cue, extra_cues=extra)
             if args.uncertain or args.disagree:
                 picked = {row["sha256"] for row in pool}
                 rest = with_uid(row for group in SOURCE_MIX for row in groups.get(group, []) if row["sha256"] not in picked)
