@@ -164,3 +164,14 @@ def test_the_pass_record_holds_every_answer_and_no_text(tmp_path):
     assert sorted(r["ref"]["line"] for r in record if "ref" in r) == [0, 1, 2, 3]
     texts = {row["text"] for row in pool} | {c["text"] for c in CONTROLS}
     assert not any(t in json.dumps(record, ensure_ascii=False) for t in texts)
+
+
+def test_the_critical_cue_stratum_takes_rule_cues_and_extra_cues_before_escalation():
+    texts = ["吃完拉肚子了", "洗完头皮很痒", "你们就是骗子", "请问有货吗"]
+    groups = {"shop": [{"ref": {"corpus": "shop", "line": i}, "sha256": f"s{i}", "source": "shop:衣服", "text": t}
+                       for i, t in enumerate(texts)]}
+    only_rules = draw(groups, uniform=0, escalation=0, seed=1, critical_cue=10)
+    assert [r["text"] for r in only_rules] == ["吃完拉肚子了"]  # 拉肚子 is a critical cue of the rules; 痒 is not
+    with_extra = draw(groups, uniform=0, escalation=10, seed=1, critical_cue=10, extra_cues=["痒"])
+    strata = {r["text"]: r["stratum"] for r in with_extra}
+    assert strata == {"吃完拉肚子了": "critical_cue", "洗完头皮很痒": "critical_cue", "你们就是骗子": "escalation"}
