@@ -261,17 +261,10 @@ def agreement(work: Path, passes: Sequence[str] = ("p1", "p2")) -> dict:
     pair: dict[str, tuple[list[str], list[str]]] = {f: ([], []) for f in ANNOTATED}
     controls: dict[str, dict[str, list[bool]]] = {p: defaultdict(list) for p in passes}
     per_batch: dict[str, dict] = {}
-    for batch_path in sorted((work / "batches").glob("b*.jsonl")):
-        name = batch_path.stem
-        answer_paths = [work / "labels" / p / batch_path.name for p in passes]
-        if not answered(work, batch_path, passes):
-            continue
-        items = read_jsonl(batch_path)
-        keys = {row["item"]: row for row in read_jsonl(work / "keys" / batch_path.name)}
-        answers = [check_answers(read_jsonl(path), items, str(path)) for path in answer_paths]
+    for name, _, keys, first_answers, second_answers in answered_batches(work, passes):
         batch_pair: dict[str, tuple[list[str], list[str]]] = {f: ([], []) for f in ANNOTATED}
         for item, key in keys.items():
-            first, second = (a[item] for a in answers)
+            first, second = first_answers[item], second_answers[item]
             if "uid" in key:
                 both_usable = first.get("usable", True) and second.get("usable", True)
                 for field in ANNOTATED:
@@ -317,11 +310,12 @@ def passes_answers(work: Path, batch: str, passes: Sequence[str] = ("p1", "p2"))
     return items, keys, answers
 
 
-def answered_batches(work: Path) -> Iterator[tuple[str, list[dict], dict, dict, dict]]:
-    """(batch name, items, keys by item, pass-1 answers, pass-2 answers) of every batch both passes have finished."""
+def answered_batches(work: Path, passes: Sequence[str] = ("p1", "p2")) -> Iterator[tuple[str, list[dict], dict, dict, dict]]:
+    """(batch name, items, keys by item, first pass's answers, second pass's answers) of every batch both passes
+    have finished."""
     for batch_path in sorted((work / "batches").glob("b*.jsonl")):
-        if answered(work, batch_path):
-            items, keys, (first, second) = passes_answers(work, batch_path.stem)
+        if answered(work, batch_path, passes):
+            items, keys, (first, second) = passes_answers(work, batch_path.stem, passes)
             yield batch_path.stem, items, keys, first, second
 
 
