@@ -94,12 +94,12 @@ def main(argv: list[str] | None = None) -> int:
         _write_jsonl(validation_part, validation_file)
         train_files = [train_file, *TEAM_WRITTEN]
         written, _ = load_labelled([str(p) for p in TEAM_WRITTEN])
+        labelled_texts = [*rows["text"], *written["text"]]
         if args.corpus is not None and args.labeled_corpus:
-            labelled_texts = [*rows["text"], *written["text"]]
-            train_files.append(_labeled_corpus_file(args.corpus, held_out_texts, labelled_texts, Path(tmp)))
+            train_files.append(_refs_file(args.corpus, LABELED_CORPUS, held_out_texts, labelled_texts, Path(tmp)))
         if args.corpus is not None and args.annotated_corpus:
-            labelled_texts = [*rows["text"], *written["text"]]
-            train_files.append(_annotated_corpus_file(args.corpus, held_out_texts, labelled_texts, Path(tmp)))
+            train_files.append(_refs_file(args.corpus, ANNOTATED_CORPUS, held_out_texts, labelled_texts, Path(tmp),
+                                          split="train"))
         if args.augment > 0:
             originals = [_labelled_row(row) for ds in (train_part, written) for row in ds]
             augment_file = Path(tmp) / "augmented.jsonl"
@@ -117,26 +117,17 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _labeled_corpus_file(corpus: Path, held_out_texts: list[str], labelled_texts: list[str], tmp: Path) -> Path:
-    """The labelled corpus messages as a training file. Left out: any that is (or contains, or is in) a held-out
-    text, and any whose text is already a training row (labelled there, perhaps differently: 从哪里发货的)."""
+def _refs_file(corpus: Path, refs: Path, held_out_texts: list[str], labelled_texts: list[str], tmp: Path,
+               split: str | None = None) -> Path:
+    """The rows of a references file (only those of ``split`` when given) as a training file. Left out: any that is
+    (or contains, or is in) a held-out text, and any whose text is already a training row (labelled there, perhaps
+    differently: 从哪里发货的)."""
     held_out, labelled = HeldOut(held_out_texts), set(labelled_texts)
-    rows = [row for row in resolve_refs(corpus, LABELED_CORPUS)
-            if normalize(row["text"]) not in held_out and normalize(row["text"]) not in labelled]
-    path = tmp / "labeled_corpus.jsonl"
-    write_rows([{"text": row["text"], **{h: row[h] for h in HEADS}} for row in rows], path)
-    print(f"labelled corpus messages: {len(rows)} rows from {LABELED_CORPUS.name}", file=sys.stderr)
-    return path
-
-
-def _annotated_corpus_file(corpus: Path, held_out_texts: list[str], labelled_texts: list[str], tmp: Path) -> Path:
-    """The train split of the annotated corpus as a training file (held-out and already-labelled texts left out)."""
-    held_out, labelled = HeldOut(held_out_texts), set(labelled_texts)
-    rows = [row for row in resolve_refs(corpus, ANNOTATED_CORPUS) if row["split"] == "train"
+    rows = [row for row in resolve_refs(corpus, refs) if (split is None or row.get("split") == split)
             and normalize(row["text"]) not in held_out and normalize(row["text"]) not in labelled]
-    path = tmp / "annotated_corpus_train.jsonl"
+    path = tmp / f"{refs.stem}{'_' + split if split else ''}.jsonl"
     write_rows([{"text": row["text"], **{h: row[h] for h in HEADS}} for row in rows], path)
-    print(f"annotated corpus messages: {len(rows)} train rows from {ANNOTATED_CORPUS.name}", file=sys.stderr)
+    print(f"{refs.stem}: {len(rows)} {split + ' ' if split else ''}rows", file=sys.stderr)
     return path
 
 
