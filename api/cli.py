@@ -76,14 +76,30 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate = sub.add_parser("evaluate", help="measure a model and the baselines on labelled data; write a report")
     evaluate.add_argument("--data", type=Path, action="append", required=True, help="labelled JSONL/CSV (repeatable): text + any of category/severity/sentiment; rows with usable=false are skipped")
     evaluate.add_argument("--model", type=Path, default=None, help="model folder (default: the embedded model)")
-    evaluate.add_argument("--out", type=Path, required=True, help="report folder: metrics.json, baselines.json, comparison.json, report.md, report.html, plots/ (created; a previous report there is overwritten)")
+    evaluate.add_argument("--out", type=Path, required=True, help="report folder: metrics.json, policy_metrics.json, baselines.json, comparison.json, report.md, report.html, plots/ (created; a previous report there is overwritten)")
     evaluate.add_argument("--train", type=Path, action="append", default=[], help="training data for the TF-IDF baseline (repeatable; without it that baseline is skipped)")
     evaluate.add_argument("--compare", type=Path, default=None, metavar="DIR2", help="a second model folder: evaluated on the same rows, with bootstrap CIs and paired significance tests")
     evaluate.add_argument("--slice-by", default=None, metavar="COLUMN", help="report figures per value of this field of the data rows (e.g. source, channel)")
     evaluate.add_argument("--costs", type=Path, default=None, metavar="FILE", help="routing cost matrix TOML (default: data/routing_costs.toml)")
     evaluate.add_argument("--bootstrap", type=int, default=1000, metavar="N", help="bootstrap resamples and permutation-test swaps for --compare (default 1000, fixed seed)")
     evaluate.add_argument("--robustness", action="store_true", help="also run the model on perturbed copies of the rows (greetings, emoji, typos, pinyin, full-width, Traditional characters, masked ids) and report label flip rates and F1 drops")
+    evaluate.add_argument("--policy", type=Path, default=None, metavar="FILE",
+                          help="decision policy TOML scored beside the argmax labels (default: the model folder's "
+                               "decision_policy.toml, else data/decision_policy.toml)")
+    evaluate.add_argument("--no-policy", action="store_true", help="score only the most probable labels")
     evaluate.set_defaults(handler=run_evaluate)
+
+    tune = sub.add_parser("tune-policy", help="fit a decision policy (stacker, thresholds, automation levels) for a model on validation rows")
+    tune.add_argument("--data", type=Path, action="append", required=True, help="labelled JSONL/CSV validation rows (repeatable); never rows the model trained on")
+    tune.add_argument("--model", type=Path, default=None, help="model folder (default: the embedded model)")
+    tune.add_argument("--out", type=Path, required=True, help="policy TOML to write (put it in the model folder as decision_policy.toml to serve it)")
+    tune.add_argument("--target-recall", action="append", default=[], metavar="LABEL=RECALL",
+                      help="fit a threshold so that this label is decided for at least this share of its true rows (repeatable), e.g. critical=0.95")
+    tune.add_argument("--target-accuracy", type=float, default=0.95, metavar="A",
+                      help="auto-route a label only at probabilities where its decisions are right at least this often (default 0.95)")
+    tune.add_argument("--base", type=Path, default=None, metavar="FILE",
+                      help="policy whose costs and automation levels to start from (default data/decision_policy.toml)")
+    tune.set_defaults(handler=run_tune_policy)
 
     optimize = sub.add_parser("optimize", help="build the optimised ONNX int8 model of a model folder into the cache (serve then starts fast)")
     optimize.add_argument("--model", type=Path, default=None, help="model folder (default: the embedded model)")
@@ -258,6 +274,7 @@ def run_train(args: argparse.Namespace) -> int:
 
 def run_evaluate(args: argparse.Namespace) -> int:
     from helpdesk_triage.evaluation.evaluate import run_evaluation
+    from helpdesk_triage.policy.decision_policy import DecisionPolicy, DecisionPolicyError
     from helpdesk_triage.evaluation.routing_impact import CostMatrixError, RoutingCosts
     from helpdesk_triage.evaluation.slices import SliceColumnError, check_slice_name
     from helpdesk_triage.model.triage_model import load_classifier
@@ -279,11 +296,51 @@ def run_evaluate(args: argparse.Namespace) -> int:
                 compare, _ = load_classifier(args.compare, settings.runtime, settings.cache_dir)
             except (FileNotFoundError, ValueError) as exc:
                 raise CliError(f"--compare {args.compare}: {exc}") from exc
+        decisions = None
+        if not args.no_policy:
+            decisions = DecisionPolicy.for_model(getattr(classifier, "folder", None), args.policy)
         run_evaluation(classifier, args.data, args.out, train_paths=args.train, log=lambda m: print(m, file=sys.stderr),
                        compare=compare, slice_by=args.slice_by, costs_path=args.costs, n_bootstrap=args.bootstrap,
-                       robustness=args.robustness)
-    except (DataValidationError, FileNotFoundError, CostMatrixError, SliceColumnError) as exc:
+                       robustness=args.robustness, decision_policy=decisions)
+    except (DataValidationError, FileNotFoundError, CostMatrixError, SliceColumnError, DecisionPolicyError) as exc:
         raise CliError(str(exc)) from exc
+    return 0
+
+
+def run_tune_policy(args: argparse.Namespace) -> int:
+    from helpdesk_triage.evaluation.predictions import predict_rows
+    from helpdesk_triage.model.triage_model import load_classifier
+    from helpdesk_triage.policy.decision_policy import DecisionPolicy, DecisionPolicyError
+    from helpdesk_triage.training.dataset_io import DataValidationError, load_labelled
+    from helpdesk_triage.training.policy_tuning import TuneTargets, cross_fitted, parse_targets, policy_toml, summary, tune, write
+
+    if not 0 < args.target_accuracy <= 1:
+        raise CliError(f"--target-accuracy must be in (0, 1], got {args.target_accuracy}")
+    if args.out.is_dir():
+        raise CliError(f"--out {args.out}: is a folder; give the TOML file to write")
+    try:
+        targets = TuneTargets(parse_targets(args.target_recall), args.target_accuracy)
+        base = DecisionPolicy.load(args.base)
+        ds, report = load_labelled([str(p) for p in args.data])
+        settings = load_settings()
+        classifier, degraded = load_classifier(args.model, settings.runtime, settings.cache_dir)
+    except (ValueError, FileNotFoundError) as exc:  # DataValidationError, DecisionPolicyError, bad targets
+        raise CliError(str(exc)) from exc
+    if degraded:
+        raise CliError("no model to tune for: the embedded model is not installed (give --model)")
+    texts = list(ds["text"])
+    print(f"tuning on {len(ds)} rows of {', '.join(map(str, args.data))}", file=sys.stderr)
+    predictions = predict_rows(classifier, texts, {h: list(ds[h]) for h in HEADS})
+    policy = tune(predictions, texts, base, targets)
+    figures = summary(predictions, texts, policy)
+    figures["policy_cross_fitted"] = cross_fitted(predictions, texts, base, targets)
+    write(args.out, policy_toml(policy, figures, [str(p) for p in args.data]))
+    keys = list(figures["policy"])
+    print("| decisions | " + " | ".join(keys) + " |")
+    print("|---" * (len(keys) + 1) + "|")
+    for name, row in figures.items():
+        print(f"| {name} | " + " | ".join("–" if row.get(k) is None else f"{row[k]:.3f}" for k in keys) + " |")
+    print(f"wrote {args.out} (thresholds: {policy.thresholds or 'none'})")
     return 0
 
 

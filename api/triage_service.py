@@ -53,6 +53,7 @@ class TriageService:
         self.settings = settings
         self.store = store
         self.metrics = metrics or TriageMetrics()
+        self._policy_given = policy is not None
         self.policy = policy or TriagePolicy.load(settings)
         self.fallback = KeywordClassifier()
         self._batcher = MicroBatcher(_predict_batch, max_batch=settings.max_model_batch,
@@ -84,6 +85,9 @@ class TriageService:
     def _serve(self, classifier: Classifier, unavailable_reason: str | None) -> None:
         if isinstance(classifier, KeywordClassifier):
             self.fallback = classifier  # rules given by the caller answer the degraded requests too
+        if not self._policy_given and getattr(classifier, "folder", None) is not None:
+            # the decision policy tuned for this model, when its folder holds one (policy/decision_policy.py)
+            self.policy = TriagePolicy.load(self.settings, model_dir=classifier.folder)
         self._model = classifier
         self._unavailable_reason = unavailable_reason
         self._ready.set()

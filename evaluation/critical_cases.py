@@ -53,6 +53,11 @@ def critical_texts(corpus_dir: str | Path, cases_path: str | Path = DEFAULT_CASE
     return {row["text"] for row in load_critical_cases(corpus_dir, cases_path)}
 
 
+def case_half(text: str) -> str:
+    """The fixed half a case belongs to: ``tune`` (decision policies are fitted on it) or ``measure``."""
+    return "tune" if int(sha256_text(text)[:8], 16) % 2 == 0 else "measure"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description="Resolve data/critical_cases.jsonl against the corpora and write labelled rows for `triage evaluate`.")
@@ -61,11 +66,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cases", type=Path, default=DEFAULT_CASES_PATH, help="references file (default: data/critical_cases.jsonl)")
     parser.add_argument("--only", choices=("all", "critical", "negatives"), default="all",
                         help="all rows, only the critical ones, or only the hard negatives")
+    parser.add_argument("--half", choices=("both", "tune", "measure"), default="both",
+                        help="a fixed half of the cases (by the SHA-256 of the text): 'tune' fits decision policies "
+                             "(triage tune-policy), 'measure' is kept for measuring them")
     args = parser.parse_args(argv)
     try:
         rows = load_critical_cases(args.corpus, args.cases)
         if args.only != "all":
             rows = [r for r in rows if (r["severity"] == "critical") == (args.only == "critical")]
+        if args.half != "both":
+            rows = [r for r in rows if case_half(r["text"]) == args.half]
         write_rows(rows, args.out)
     except (CriticalCaseError, OSError) as exc:
         print(f"critical_cases: error: {exc}", file=sys.stderr)

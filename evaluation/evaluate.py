@@ -26,12 +26,14 @@ import numpy as np
 from helpdesk_triage.policy.labels import HEADS
 from helpdesk_triage.evaluation import plots
 from helpdesk_triage.evaluation.metrics import binary_recall_precision, head_metrics, reliability_bins
+from helpdesk_triage.evaluation.policy_decisions import automation_figures, decided_predictions
 from helpdesk_triage.evaluation.predictions import Predictions, predict_rows
-from helpdesk_triage.evaluation.report import HEADLINE_COLUMNS, build_blocks, headline_rows, to_html, to_markdown
+from helpdesk_triage.evaluation.report import HEADLINE_COLUMNS, build_blocks, fmt, headline_rows, to_html, to_markdown
 from helpdesk_triage.evaluation.routing_impact import COVERAGE_TARGET, RoutingCosts, coverage_report, routing_impact
 from helpdesk_triage.evaluation.significance import ALPHA, DEFAULT_RESAMPLES, DEFAULT_SEED, compare_head, verdict
 from helpdesk_triage.evaluation.slices import SMALL_SLICE, check_slice_column, check_slice_name, slice_metrics
 from helpdesk_triage.evaluation.worst_errors import worst_errors
+from helpdesk_triage.policy.decision_policy import DECIDED_HEADS, DecisionPolicy
 from helpdesk_triage.policy.prediction import Classifier
 
 __all__ = [
@@ -123,6 +125,12 @@ def headline_table(results: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
+def automation_line(name: str, figures: dict) -> str:
+    parts = [f"{head}: {fmt(f['auto_share'])} auto-routed at accuracy {fmt(f['auto_accuracy'])}"
+             for head, f in figures.items() if head in DECIDED_HEADS]
+    return f"{name} ({figures['policy_file']}): " + "; ".join(parts)
+
+
 def routing_table(results: dict[str, dict]) -> str:
     lines = [
         "| model | D under-triage | D over-triage | critical under-triage | critical over-triage | cost / row"
@@ -160,6 +168,7 @@ def run_evaluation(
     seed: int = DEFAULT_SEED,
     progress: bool | None = None,
     robustness: bool = False,
+    decision_policy: DecisionPolicy | None = None,
 ) -> dict[str, dict]:
     """Evaluate ``classifier`` (and ``compare``, and the baselines) on ``data_paths``; write the report.
 
@@ -169,7 +178,11 @@ def run_evaluation(
 
     Raises ``DataValidationError`` (bad data files), ``CostMatrixError`` (bad ``costs_path``) or
     ``SliceColumnError`` (no row has the ``slice_by`` field) before anything is written.
-    Returns ``{name: metrics}``: the model first, then the comparison model, then the baselines.
+    With ``decision_policy`` the model's decided labels (``policy.decision_policy``: expected cost, the rules' evidence,
+    thresholds, automation levels) are scored as a second row beside its most probable labels, with the share of rows
+    routed automatically and their accuracy.
+
+    Returns ``{name: metrics}``: the model first, then its policy decisions, the comparison model, the baselines.
     """
     from helpdesk_triage.evaluation.baselines import KeywordBaseline, TfidfLogRegBaseline
     from helpdesk_triage.training.dataset_io import load_labelled, without_texts_of
@@ -194,6 +207,13 @@ def run_evaluation(
     texts, truth = list(ds["text"]), _truth(ds)
     main = f"model {classifier.version}"
     runs: dict[str, Predictions] = {main: predict_rows(classifier, texts, truth, progress=progress, desc=main)}
+    automation = {}
+    if decision_policy is not None:
+        policy_name = f"policy {classifier.version}"
+        runs[policy_name], auto = decided_predictions(runs[main], texts, decision_policy)
+        automation[policy_name] = {head: automation_figures(runs[policy_name].head(head), routed)
+                                   for head, routed in auto.items()}
+        automation[policy_name]["policy_file"] = decision_policy.source
     compare_name = None
     if compare is not None:
         compare_name = f"compare {compare.version}"
@@ -203,6 +223,8 @@ def run_evaluation(
         log(f"fitting the TF-IDF baseline on {len(train_ds)} rows")
         runs["tf-idf + logreg"] = predict_rows(TfidfLogRegBaseline().fit(train_ds), texts, truth, progress=False)
     results = {name: metrics_from_predictions(p, costs, slice_values, slice_by) for name, p in runs.items()}
+    for name, figures in automation.items():
+        results[name]["automation"] = figures
     robustness_result = None
     if robustness:
         from helpdesk_triage.evaluation.robustness import robustness_report
@@ -249,6 +271,8 @@ def run_evaluation(
     log(headline_table(results))
     log("")
     log(routing_table(results))
+    for name, figures in automation.items():
+        log(automation_line(name, figures))
     if robustness_result is not None:
         from helpdesk_triage.evaluation.robustness import robustness_table
 
@@ -304,8 +328,13 @@ def _write(out: Path, results, main, compare_name, comparison, markdown: str, pa
         old.unlink()
     for name, data in images.items():
         (plot_dir / name).write_bytes(data)
+    policy_names = [k for k, v in results.items() if "automation" in v]
     _dump(out / "metrics.json", results[main])
-    _dump(out / "baselines.json", {k: v for k, v in results.items() if k not in (main, compare_name)})
+    if policy_names:
+        _dump(out / "policy_metrics.json", results[policy_names[0]])
+    elif (out / "policy_metrics.json").exists():
+        (out / "policy_metrics.json").unlink()
+    _dump(out / "baselines.json", {k: v for k, v in results.items() if k not in (main, compare_name, *policy_names)})
     if comparison is not None:
         _dump(out / "comparison.json", comparison)
     elif (out / "comparison.json").exists():

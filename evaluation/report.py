@@ -121,6 +121,7 @@ def build_blocks(ctx: Mapping) -> list[Block]:
     if ctx.get("comparison"):
         blocks += _comparison_section(ctx["comparison"])
     blocks += _routing_section(ctx)
+    blocks += _automation_section(results)
     if results[main]["coverage"] is not None:
         blocks += _coverage_section(ctx)
     blocks += _heads_section(main, results[main], ctx)
@@ -204,6 +205,26 @@ def _routing_section(ctx: Mapping) -> list[Block]:
             )
         )
     return blocks
+
+
+def _automation_section(results: Mapping[str, dict]) -> list[Block]:
+    rows = [[name, figures["policy_file"]]
+            + [x for head in ("category", "severity")
+               for x in (pct(figures[head]["auto_share"]), fmt(figures[head]["auto_accuracy"]))]
+            for name, m in results.items() if (figures := m.get("automation"))]
+    if not rows:
+        return []
+    return [
+        Heading("Decision policy", 2, "policy"),
+        Paragraph(
+            "The \"policy\" row scores the labels the service answers: the label of least expected cost under the cost"
+            " matrix, with the keyword rules' evidence stacked in and any fitted threshold (policy/decision_policy.py),"
+            " beside the model's most probable labels. Auto-routed: rows whose decided label's automation level and"
+            " probability let it through without a person; accuracy is over those rows."
+        ),
+        Table(["decisions", "policy file", "category auto-routed", "accuracy there", "severity auto-routed",
+               "accuracy there"], rows),
+    ]
 
 
 def _coverage_section(ctx: Mapping) -> list[Block]:

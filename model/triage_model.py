@@ -36,10 +36,12 @@ log = logging.getLogger(__name__)
 class TriageModel:
     """A trained model folder ready to tag texts. ``TriageModel.load(folder)``; ``.predict``; ``.save``."""
 
-    def __init__(self, backend: Backend, config: ModelConfig, ngram: NgramBlend | None = None) -> None:
+    def __init__(self, backend: Backend, config: ModelConfig, ngram: NgramBlend | None = None,
+                 folder: Path | None = None) -> None:
         self.backend = backend
         self.config = config
         self.ngram = ngram
+        self.folder = folder  # where it was loaded from: its decision_policy.toml, when there is one
 
     @classmethod
     def load(cls, folder: str | Path | None = None, *, runtime: str | None = None, cache_dir: str | Path | None = None,
@@ -58,13 +60,13 @@ class TriageModel:
                 from helpdesk_triage.model.onnx_backend import OnnxBackend
                 from helpdesk_triage.model.onnx_export import build_onnx_model
 
-                return cls(OnnxBackend(build_onnx_model(folder, cache_dir), config), config, ngram)
+                return cls(OnnxBackend(build_onnx_model(folder, cache_dir), config), config, ngram, folder)
             except Exception as exc:  # noqa: BLE001 - any failure of the fast path: serve the reference model
                 log.warning("the optimised ONNX model of %s is unavailable (%s: %s); serving the torch model instead",
                             folder, type(exc).__name__, " ".join(str(exc).split())[:300])
         from helpdesk_triage.model.torch_backend import TorchBackend
 
-        return cls(TorchBackend.load(folder, config, cache_dir), config, ngram)
+        return cls(TorchBackend.load(folder, config, cache_dir), config, ngram, folder)
 
     def save(self, folder: str | Path) -> Path:
         """Write the model folder (torch backend: the fine-tuned weights are in its net)."""

@@ -27,6 +27,9 @@ class Settings(BaseSettings):
     model_dir: Path | None = Field(None, description="Trained model folder; unset means the embedded default.")
     sla_policy: Path | None = Field(None, description="SLA policy TOML; unset means data/sla_policy.toml.")
     reply_templates: Path | None = Field(None, description="Reply template TOML; unset means data/reply_templates.toml.")
+    decision_policy: Path | None = Field(
+        None, description="Decision policy TOML (costs, stacker, thresholds, automation levels); unset means the "
+        "model folder's decision_policy.toml when it has one, else data/decision_policy.toml.")
 
     database_url: str = Field(
         "sqlite:///triage-data/triage.db",

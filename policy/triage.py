@@ -17,10 +17,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
+from helpdesk_triage.policy.decision_policy import DecisionPolicy, HeadDecision
 from helpdesk_triage.policy.keyword_rules import KeywordRules
 from helpdesk_triage.policy.labels import HEADS, LABELS
 from helpdesk_triage.policy.prediction import Classifier, TextPrediction
@@ -73,10 +74,16 @@ class TriageRequest(BaseModel):
 
 
 class HeadResult(BaseModel):
-    label: str
+    label: str = Field(..., description="The decided label (data/decision_policy.toml or the model's own policy file).")
     name: str
-    confidence: float
-    scores: dict[str, float]
+    confidence: float = Field(..., description="The calibrated probability of the decided label.")
+    scores: dict[str, float] = Field(..., description="Calibrated probability of every label.")
+    decided_by: Literal["threshold", "cue", "cost", "argmax"] = Field(
+        ..., description="What decided the label: a fitted threshold for a target recall, the keyword rules' evidence, "
+        "the expected cost of a mistake (data/routing_costs.toml), or the most probable label.")
+    routing: Literal["auto", "review"] = Field(
+        ..., description="auto: routed without a person (the label's automation level and probability allow it).")
+    most_probable: str = Field(..., description="The most probable label, which the decision may overrule.")
 
 
 class SlaResult(BaseModel):
@@ -151,18 +158,23 @@ class TriagePolicy:
     replies: ReplyTemplateLibrary
     review: ReviewRules
     max_text_chars: int
+    decisions: DecisionPolicy
 
     @classmethod
-    def load(cls, settings: Settings | None = None) -> "TriagePolicy":
+    def load(cls, settings: Settings | None = None, model_dir: str | Path | None = None) -> "TriagePolicy":
+        """``model_dir``: the folder of the model that serves, whose own ``decision_policy.toml`` is used when it has
+        one and the ``decision_policy`` setting is unset."""
         settings = settings or Settings()
         return cls.from_files(settings.sla_policy, settings.reply_templates, settings.review_threshold,
-                              settings.review_margin, settings.max_text_chars)
+                              settings.review_margin, settings.max_text_chars,
+                              DecisionPolicy.for_model(model_dir or settings.model_dir, settings.decision_policy))
 
     @classmethod
     def from_files(cls, sla_policy: str | Path | None, reply_templates: str | Path | None, review_threshold: float,
-                   review_margin: float, max_text_chars: int) -> "TriagePolicy":
+                   review_margin: float, max_text_chars: int, decisions: DecisionPolicy | None = None) -> "TriagePolicy":
         return cls(SlaPolicy.load(sla_policy), ReplyTemplateLibrary.load(reply_templates),
-                   ReviewRules(review_threshold, review_margin, KeywordRules.load().critical_cue), max_text_chars)
+                   ReviewRules(review_threshold, review_margin, KeywordRules.load().critical_cue), max_text_chars,
+                   decisions or DecisionPolicy.load())
 
     def prepare(self, request: TriageRequest, now: datetime, field_prefix: str = "") -> Prepared:
         """Normalise and check one message (InvalidInput names the field: ``items.3.text``)."""
@@ -174,8 +186,12 @@ class TriagePolicy:
         return Prepared(request, full, cut.text, cut.truncated, _received_at(request, now, field_prefix))
 
     def decide(self, item: Prepared, prediction: TextPrediction, result: Classification, over_window: bool) -> TriageResponse:
-        labels = prediction.labels()
-        reasons = self.review.reasons(prediction, result.degraded_reason, item.model_text)
+        decided = self.decisions.decide([prediction], [item.model_text], result.model_version,
+                                        degraded=result.degraded_reason is not None)[0]
+        labels = decided.labels()
+        reasons = self.review.reasons(decided.as_prediction(), result.degraded_reason, item.model_text)
+        reasons += [f"routing: {head} {d.label} is for review (p={d.probability:.2f})"
+                    for head, d in decided.heads.items() if d.routing == "review" and head != "sentiment"]
         sla = self.sla.deadlines(labels["category"], labels["severity"], item.received_at)
         request = item.request
         reply = self.replies.suggest(
@@ -189,7 +205,7 @@ class TriagePolicy:
         return TriageResponse(
             id=request.id or uuid.uuid4().hex,
             model_version=result.model_version,
-            **{head: _head_result(head, prediction) for head in HEADS},
+            **{head: _head_result(head, decided.heads[head]) for head in HEADS},
             needs_human_review=bool(reasons),
             review_reasons=reasons,
             sla=SlaResult(**{k: v for k, v in sla.to_dict().items() if k in SlaResult.model_fields}),
@@ -237,7 +253,8 @@ def triage(messages: Sequence[str | TriageRequest], received_at: str | None = No
     """What ``POST /v1/triage`` answers for each message (a text, or a :class:`TriageRequest` with id, order id …),
     without storing anything. ``received_at`` (ISO-8601 with offset) applies to plain texts; default now."""
     requests = [m if isinstance(m, TriageRequest) else TriageRequest(text=m, received_at=received_at) for m in messages]
-    return [d.response for d in decide(requests, classify_with(model), policy or TriagePolicy.load(), now)]
+    policy = policy or TriagePolicy.load(model_dir=getattr(model, "folder", None))
+    return [d.response for d in decide(requests, classify_with(model), policy, now)]
 
 
 def _received_at(request: TriageRequest, now: datetime, field_prefix: str) -> datetime:
@@ -257,11 +274,13 @@ def _chinese_time(moment: datetime) -> str:
     return f"{moment.month}月{moment.day}日{moment:%H:%M}"
 
 
-def _head_result(head: str, prediction: TextPrediction) -> HeadResult:
-    result = prediction.head(head)
+def _head_result(head: str, decision: HeadDecision) -> HeadResult:
     return HeadResult(
-        label=result.label,
-        name=LABELS.get(head, result.label).name_zh,
-        confidence=round(result.confidence, 4),
-        scores={k: round(v, 4) for k, v in result.scores.items()},
+        label=decision.label,
+        name=LABELS.get(head, decision.label).name_zh,
+        confidence=round(decision.probability, 4),
+        scores={k: round(v, 4) for k, v in decision.scores.items()},
+        decided_by=decision.rule,
+        routing=decision.routing,
+        most_probable=decision.argmax_label,
     )

@@ -17,6 +17,7 @@ from helpdesk_triage.api.schemas import TriageRequest
 from helpdesk_triage.policy.settings import Settings
 from helpdesk_triage.policy.sla import parse_timestamp
 from helpdesk_triage.policy.keyword_rules import KeywordClassifier
+from helpdesk_triage.policy.labels import HEADS
 from helpdesk_triage.policy.prediction import TextPrediction, one_label_distribution
 from tests.api_test_server import serve_in_thread
 
@@ -83,7 +84,9 @@ class CountingClassifier:
         self.calls.append(list(texts))
         if self.fail:
             raise RuntimeError("GPU on fire")
-        return self.rules.predict(texts)
+        # the rules' labels with a confident distribution: the decision policy then keeps them (expected cost)
+        return [TextPrediction(**{h: one_label_distribution(h, p.head(h).label, 0.9) for h in HEADS})
+                for p in self.rules.predict(texts)]
 
 
 def assert_error(response: httpx.Response, status: int, code: str, field: str | None = None) -> dict:

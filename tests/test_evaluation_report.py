@@ -422,6 +422,29 @@ def test_cli_evaluate_with_every_option(tmp_path, data_file, fake_loader, capsys
     assert (out / "report.html").is_file()
 
 
+def test_evaluate_scores_the_decision_policy_beside_argmax(tmp_path, data_file, fake_loader, capsys):
+    policy = tmp_path / "policy.toml"
+    policy.write_text('[thresholds.severity]\ncritical = 0.05\n[automation.category]\nD = { level = "review" }\n',
+                      encoding="utf-8")
+    out = tmp_path / "out"
+    assert main(["evaluate", "--data", str(data_file), "--out", str(out), "--policy", str(policy)]) == 0
+    decided = json.loads((out / "policy_metrics.json").read_text(encoding="utf-8"))
+    argmax = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
+    assert "policy fake-new" not in json.loads((out / "baselines.json").read_text(encoding="utf-8"))
+    # the fake model spreads 0.1 over the other severities: 0.1 ≥ 0.05 makes every row critical
+    assert decided["routing"]["critical_recall"] == 1.0 and argmax["routing"]["critical_recall"] == 0.0
+    assert decided["automation"]["category"]["auto_rows"] == 10 - 3  # the three rows decided D go to review
+    assert decided["automation"]["policy_file"] == str(policy)
+    assert "Decision policy" in (out / "report.md").read_text(encoding="utf-8")
+    assert "policy fake-new" in capsys.readouterr().err
+    assert main(["evaluate", "--data", str(data_file), "--out", str(out), "--no-policy"]) == 0
+    assert not (out / "policy_metrics.json").exists()
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[automation.category]\nA = { level = "sometimes" }\n', encoding="utf-8")
+    assert main(["evaluate", "--data", str(data_file), "--out", str(tmp_path / "o2"), "--policy", str(bad)]) == 2
+    assert "needs level" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize(
     "extra, message",
     [

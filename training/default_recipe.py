@@ -4,7 +4,8 @@ Training data: the hand-labelled real messages of `train.jsonl` and of the train
 (the fixed split of `training/dev_split.py`; the held-out part, listed in `data/dev_holdout_ids.txt`, is
 never trained on) plus the team-written messages in `data/team_written/`. A fixed stratified 20% of those
 real rows (seed 13) is held out for early stopping and temperature calibration, so the calibration is
-fitted on real messages. With `--corpus`, weak-labelled corpus rows are added (and with `--labeled-corpus`
+fitted on real messages. With `--annotated-corpus` the validation split of `data/annotated_corpus.jsonl`
+(2,210 real messages) takes that role instead and every hand-labelled real row trains. With `--corpus`, weak-labelled corpus rows are added (and with `--labeled-corpus`
 the real corpus messages labelled per LABELING.md in `data/labeled_corpus.jsonl`, references resolved in the
 corpora), and any corpus text that is (or contains, or is contained in) a `dev.jsonl` text or a case of
 `data/critical_cases.jsonl` or of the validation split of `data/annotated_corpus.jsonl` is left out.
@@ -88,10 +89,16 @@ def main(argv: list[str] | None = None) -> int:
         if args.corpus is not None:
             # The critical cases and the annotated validation split measure the model: never trained on.
             held_out_texts += measuring_texts(args.corpus)
-        train_part, validation_part = stratified_split(rows, eval_fraction=VALIDATION_FRACTION, seed=DEFAULT_CONFIG.seed)
         train_file, validation_file = Path(tmp) / "real_train.jsonl", Path(tmp) / "real_validation.jsonl"
+        if args.corpus is not None and args.annotated_corpus:
+            # The annotated validation split (2,210 real rows) decides the epoch, the temperatures and the blend;
+            # every hand-labelled real row then trains.
+            train_part = rows
+            write_rows(_validation_rows(args.corpus), validation_file)
+        else:
+            train_part, validation_part = stratified_split(rows, eval_fraction=VALIDATION_FRACTION, seed=DEFAULT_CONFIG.seed)
+            _write_jsonl(validation_part, validation_file)
         _write_jsonl(train_part, train_file)
-        _write_jsonl(validation_part, validation_file)
         train_files = [train_file, *TEAM_WRITTEN]
         written, _ = load_labelled([str(p) for p in TEAM_WRITTEN])
         labelled_texts = [*rows["text"], *written["text"]]
@@ -129,6 +136,12 @@ def _refs_file(corpus: Path, refs: Path, held_out_texts: list[str], labelled_tex
     write_rows([{"text": row["text"], **{h: row[h] for h in HEADS}} for row in rows], path)
     print(f"{refs.stem}: {len(rows)} {split + ' ' if split else ''}rows", file=sys.stderr)
     return path
+
+
+def _validation_rows(corpus: Path) -> list[dict]:
+    rows = [row for row in resolve_refs(corpus, ANNOTATED_CORPUS) if row.get("split") == "validation"]
+    print(f"{ANNOTATED_CORPUS.stem}: {len(rows)} validation rows decide the epoch, temperatures and blend", file=sys.stderr)
+    return [{"text": row["text"], **{h: row[h] for h in HEADS}} for row in rows]
 
 
 def _labelled_row(row: dict) -> dict:
