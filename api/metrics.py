@@ -29,6 +29,9 @@ class TriageMetrics:
         self.latency = Histogram("triage_request_seconds", "HTTP request latency by route template.", ["route"],
                                  buckets=LATENCY_BUCKETS, registry=r)
         self.predictions = Counter("triage_predictions", "Labels given, per head.", ["head", "label"], registry=r)
+        self.decisions = Counter("triage_decisions", "Decided labels per head by what decided them (threshold, cue, cost, "
+                                 "argmax) and routing (auto, review): the decision policy at work.",
+                                 ["head", "decided_by", "routing"], registry=r)
         self.triaged = Counter("triage_triaged", "Messages triaged (single and batch items).", registry=r)
         self.review = Counter("triage_review", "Triaged messages flagged needs_human_review "
                               "(review rate = triage_review_total / triage_triaged_total).", registry=r)
@@ -51,7 +54,9 @@ class TriageMetrics:
             if response.needs_human_review:
                 self.review.inc()
             for head in HEADS:
-                self.predictions.labels(head=head, label=getattr(response, head).label).inc()
+                result = getattr(response, head)
+                self.predictions.labels(head=head, label=result.label).inc()
+                self.decisions.labels(head=head, decided_by=result.decided_by, routing=result.routing).inc()
 
     def observe_degraded(self, reason: str, count: int = 1) -> None:
         self.degraded.labels(reason=reason).inc(count)

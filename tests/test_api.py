@@ -18,7 +18,7 @@ from helpdesk_triage.policy.settings import Settings
 from helpdesk_triage.policy.sla import parse_timestamp
 from helpdesk_triage.policy.keyword_rules import KeywordClassifier
 from helpdesk_triage.policy.labels import HEADS
-from helpdesk_triage.policy.prediction import TextPrediction, one_label_distribution
+from helpdesk_triage.policy.prediction import HeadPrediction, TextPrediction, one_label_distribution
 from tests.api_test_server import serve_in_thread
 
 
@@ -445,8 +445,35 @@ def test_metrics_count_requests_labels_reviews_and_rejections():
     assert metric(text, "triage_review_total") == 3  # keyword rules: degraded, so always reviewed
     assert metric(text, "triage_predictions_total", head="severity", label="critical") == 1
     assert metric(text, "triage_predictions_total", head="category", label="B") == 1
+    # degraded answers keep the rules' labels (argmax) and all go to a person
+    assert metric(text, "triage_decisions_total", head="category", decided_by="argmax", routing="review") == 3
+    assert metric(text, "triage_decisions_total", head="category", decided_by="argmax", routing="auto") == 0
     assert metric(text, "triage_degraded_total", reason="no_model") == 3
     assert metric(text, "triage_rejected_total", reason="too_large") == 1
+
+
+def test_the_api_answer_says_per_head_what_decided_and_the_sla_follows_the_decision():
+    # 80% low, 20% critical: the cost matrix (a missed emergency 20, a false alarm 3) decides critical
+    severity = HeadPrediction("low", 0.8, {"low": 0.8, "medium": 0.0, "high": 0.0, "critical": 0.2})
+    answer = TextPrediction(category=one_label_distribution("category", "C", 0.97), severity=severity,
+                            sentiment=one_label_distribution("sentiment", "negative", 0.9))
+
+    class TwentyPercentEmergency:
+        version = "twenty-percent-1"
+
+        def predict(self, texts):
+            return [answer for _ in texts]
+
+    with serve_in_thread(create_app(settings(), classifier=TwentyPercentEmergency())) as url:
+        body = httpx.post(f"{url}/v1/triage", json={"text": "吃完以后肚子不舒服", "received_at": "2026-03-10T10:00:00+08:00"}).json()
+        text = httpx.get(f"{url}/metrics").text
+    assert body["severity"] | {"scores": None} == {"label": "critical", "name": body["severity"]["name"], "confidence": 0.2,
+                                                   "scores": None, "decided_by": "cost", "routing": "review",
+                                                   "most_probable": "low"}
+    assert body["category"]["decided_by"] == "argmax" and body["category"]["routing"] == "auto"
+    assert body["sla"]["rule"].startswith("emergency") and body["sla"]["first_response_due"] == "2026-03-10T10:15:00+08:00"
+    assert body["needs_human_review"]
+    assert metric(text, "triage_decisions_total", head="severity", decided_by="cost", routing="review") == 1
 
 
 def test_two_apps_in_one_process_have_their_own_metrics():
