@@ -217,3 +217,36 @@ def test_tune_policy_cli_refuses_bad_input_in_one_line(tmp_path, capsys):
     assert main(["tune-policy", "--data", str(tmp_path / "none.jsonl"), "--out", str(tmp_path / "p.toml")]) == 2
     assert "none.jsonl" in capsys.readouterr().err
     assert not (tmp_path / "p.toml").exists()
+
+
+def test_tune_policy_cli_writes_a_policy_the_service_reads(tmp_path, monkeypatch, capsys):
+    import helpdesk_triage.model.triage_model as triage_model
+
+    class Emergencies:
+        """Under-calls critical: 0.3 on it when 住院 is in the text, 0.02 otherwise."""
+        version = "emergencies-1"
+
+        def predict(self, texts):
+            out = []
+            for text in texts:
+                p = 0.3 if "住院" in text else 0.02
+                severity = {"low": 0.9 - p, "medium": 0.05, "high": 0.05, "critical": p}
+                out.append(TextPrediction(category=one_label_distribution("category", "D", 0.9),
+                                          severity=distribution("severity", severity),
+                                          sentiment=one_label_distribution("sentiment", "negative", 0.9)))
+            return out
+
+    monkeypatch.setattr(triage_model, "load_classifier", lambda *a, **k: (Emergencies(), False))
+    rows = [{"text": f"孩子吃了住院了{i}", "category": "D", "severity": "critical"} for i in range(20)]
+    rows += [{"text": f"东西一般般{i}", "category": "D", "severity": "low"} for i in range(80)]
+    data = tmp_path / "validation.jsonl"
+    data.write_text("".join(__import__("json").dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    out = tmp_path / "model" / "decision_policy.toml"
+    assert main(["tune-policy", "--data", str(data), "--out", str(out), "--target-recall", "critical=0.95"]) == 0
+    printed = capsys.readouterr().out
+    assert "| policy_cross_fitted |" in printed and "wrote" in printed
+    fitted = DecisionPolicy.for_model(out.parent)
+    assert fitted.model_version == "emergencies-1" and fitted.fit["policy"]["critical_recall"] == 1.0
+    assert fitted.fit["argmax"]["critical_recall"] == 0.0
+    [decided] = fitted.decide(Emergencies().predict(["孩子吃了住院了"]), ["孩子吃了住院了"], "emergencies-1")
+    assert decided.heads["severity"].label == "critical"
