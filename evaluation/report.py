@@ -335,7 +335,7 @@ def _slices_section(slices: Mapping, main: str) -> list[Block]:
         d = "–" if s["D_recall"] is None else f"{s['D_recall']:.3f} ({s['D_support']})"
         rows.append([
             s["value"], str(s["n"]), fmt(s["category_macro_f1"]), pct(s["category_accuracy"]), d,
-            fmt(s["sentiment_macro_f1"]), f"small (n < {slices['min_n']})" if s["small"] else "",
+            fmt(s["sentiment_macro_f1"]), fmt(s["negative_f1"]), f"small (n < {slices['min_n']})" if s["small"] else "",
         ])
         flagged.append(s["small"])
     return [
@@ -343,7 +343,7 @@ def _slices_section(slices: Mapping, main: str) -> list[Block]:
         Paragraph(f"{main} on the rows of each {slices['column']} value, largest first. D recall shows the number"
                   " of true D rows in brackets."),
         Table([slices["column"], "rows", "category macro-F1", "category accuracy", "D recall (true D)",
-               "sentiment macro-F1", "note"], rows, flagged=flagged, wide_columns=(0,)),
+               "sentiment macro-F1", "negative F1", "note"], rows, flagged=flagged, wide_columns=(0,)),
     ]
 
 

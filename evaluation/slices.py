@@ -47,7 +47,8 @@ def check_slice_column(column: str, values: Sequence[str | None], files: Sequenc
 
 def slice_metrics(values: Sequence[str | None], predictions: Predictions, min_n: int = SMALL_SLICE) -> list[dict]:
     """One dict per slice value: ``{"value", "n", "small", "category_n", "category_macro_f1",
-    "category_accuracy", "D_recall", "D_support", "sentiment_n", "sentiment_macro_f1"}``."""
+    "category_accuracy", "D_recall", "D_support", "sentiment_n", "sentiment_macro_f1", "negative_f1"}``
+    (negative_f1: the F1 of negative sentiment, which misses complaint-questions first)."""
     if len(values) != predictions.n:
         raise ValueError(f"{len(values)} slice values for {predictions.n} rows")
     groups: dict[str, list[int]] = {}
@@ -65,6 +66,8 @@ def slice_metrics(values: Sequence[str | None], predictions: Predictions, min_n:
                 p = [out.pred[i] for i in keep]
                 m = head_metrics(t, p, out.labels)
                 row[f"{head}_macro_f1"] = m["macro_f1"]
+                if head == "sentiment":
+                    row["negative_f1"] = m["per_label"]["negative"]["f1"]
                 if head == "category":
                     row["category_accuracy"] = m["accuracy"]
                     recall, _, support = binary_recall_precision(t, p, "D")
@@ -72,6 +75,8 @@ def slice_metrics(values: Sequence[str | None], predictions: Predictions, min_n:
                     row["D_support"] = support
             else:
                 row[f"{head}_macro_f1"] = None
+                if head == "sentiment":
+                    row["negative_f1"] = None
                 if head == "category":
                     row.update({"category_accuracy": None, "D_recall": None, "D_support": 0})
         rows.append(row)

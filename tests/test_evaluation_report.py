@@ -180,6 +180,8 @@ def test_metrics_json_shape_and_hand_computed_numbers(report):
     assert slices["chat"]["n"] == 4 and slices["chat"]["category_accuracy"] == 0.5
     assert slices["chat"]["category_macro_f1"] == pytest.approx(1 / 3)
     assert slices["chat"]["D_recall"] == 0.0 and slices["chat"]["D_support"] == 1
+    # chat sentiment: true neutral neutral neutral negative, pred neutral negative neutral negative -> negative F1 2/3
+    assert slices["chat"]["negative_f1"] == pytest.approx(2 / 3)
     # email = rows 3 4 5: true C C D, pred C B D -> F1 B 0, C 2/3, D 1 -> macro 5/9; D recall 1
     assert slices["email"]["category_macro_f1"] == pytest.approx(5 / 9) and slices["email"]["D_recall"] == 1.0
     assert slices["(missing)"]["n"] == 1 and slices["(missing)"]["D_recall"] is None
