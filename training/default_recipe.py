@@ -36,7 +36,7 @@ TEAM_WRITTEN = sorted((DATA / "team_written").glob("*.jsonl"))
 LABELED_CORPUS = DATA / "labeled_corpus.jsonl"
 # Real corpus messages labelled twice and adjudicated (data/annotated_corpus.md); only its train split trains.
 ANNOTATED_CORPUS = DATA / "annotated_corpus.jsonl"
-DEFAULT_CONFIG = TrainConfig(epochs=5, lr=6e-5, num_layers=12, trained_layers=6, max_length=128, seed=13)
+DEFAULT_CONFIG = TrainConfig(epochs=3, lr=6e-5, num_layers=12, trained_layers=6, max_length=128, seed=13)
 VALIDATION_FRACTION = 0.2
 # Each real hand-labelled row is seen this many times per epoch, against once for a team-written row.
 REAL_ROW_REPEAT = 2
@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--labeled", type=Path, required=True, help="folder holding train.jsonl (hand-labelled real messages)")
     parser.add_argument("--out", type=Path, default=Path("model/default"))
-    parser.add_argument("--version", default="triage-e5s-default-4")
+    parser.add_argument("--version", default="triage-e5s-default-5")
     parser.add_argument("--real-repeat", type=int, default=REAL_ROW_REPEAT, help="times each real row is seen per epoch")
     parser.add_argument("--corpus", type=Path, default=None, help="public corpora folder: add weak-labelled rows (never a dev.jsonl text)")
     parser.add_argument("--corpus-rows", type=int, default=CORPUS_ROWS)
@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-dev-part", action="store_true", help="do not train on the training part of dev.jsonl")
     parser.add_argument("--labeled-corpus", action=argparse.BooleanOptionalAction, default=False,
                         help="with --corpus: also train on the labelled corpus messages of data/labeled_corpus.jsonl")
-    parser.add_argument("--annotated-corpus", action=argparse.BooleanOptionalAction, default=False,
+    parser.add_argument("--annotated-corpus", action=argparse.BooleanOptionalAction, default=True,
                         help="with --corpus: also train on the train split of data/annotated_corpus.jsonl (real messages "
                              "labelled twice and adjudicated; its validation split is never trained on)")
     parser.add_argument("--ngram-weight", type=float, default=DEFAULT_CONFIG.ngram_weight,
