@@ -161,5 +161,6 @@ def test_the_embedded_default_model_has_a_blend():
     assert all(0.0 < w < 1.0 for w in blend.weights.values())
     assert blend.protected == {"category": ["D"], "severity": ["critical"]}
     assert NgramBlend.load(DEFAULT_MODEL_DIR.parent) is None  # a folder without one
-    # The embedded model stays small (issue 3: at most 25 MB), n-gram half included.
-    assert sum(path.stat().st_size for path in DEFAULT_MODEL_DIR.iterdir() if path.is_file()) <= 25_000_000
+    # The embedded model folder stays small (issue 15: at most 50 MB; issue 3 had asked 25 MB before the larger
+    # training set grew the n-gram vocabulary), n-gram half and decision policy included.
+    assert sum(path.stat().st_size for path in DEFAULT_MODEL_DIR.iterdir() if path.is_file()) <= 50_000_000
