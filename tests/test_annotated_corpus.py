@@ -80,3 +80,16 @@ def test_measuring_texts_of_a_folder_of_other_texts_is_empty_not_an_error(tmp_pa
     (tmp_path / "jddc").mkdir()
     (tmp_path / "jddc" / "train_enc.txt").write_text("你好,在的,我的快递到哪了\n", encoding="utf-8")
     assert measuring_texts(tmp_path) == []
+
+
+def test_the_recipe_validates_on_the_validation_split_and_never_trains_on_it(shared_corpora, tmp_path):
+    from helpdesk_triage.training.corpus_refs import measuring_texts
+    from helpdesk_triage.training.default_recipe import ANNOTATED_CORPUS, _refs_file, _validation_rows
+
+    validation = _validation_rows(shared_corpora)
+    committed = [r for r in read_refs(ANNOTATED_CORPUS) if r["split"] == "validation"]
+    assert len(validation) == len(committed)
+    assert all(set(r) == {"text", "category", "severity", "sentiment"} for r in validation)
+    trained = _refs_file(shared_corpora, ANNOTATED_CORPUS, measuring_texts(shared_corpora), [], tmp_path, split="train")
+    trained_texts = {normalize(json.loads(line)["text"]) for line in trained.read_text(encoding="utf-8").splitlines()}
+    assert trained_texts and trained_texts.isdisjoint(normalize(r["text"]) for r in validation)
