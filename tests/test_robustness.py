@@ -401,21 +401,20 @@ def test_cli_evaluate_robustness_flag(tmp_path, data_file, monkeypatch, capsys):
 
 
 @pytest.mark.slow
-def test_default_model_is_robust_on_dev(shared_dev):
-    """Every usable held-out dev row once per perturbation (~850 distinct texts predicted; about 30 s on 2
-    cores). Targets pooled over the perturbations: flip rate ≤ 5%
-    per head and category macro-F1 drop ≤ 3 points."""
+def test_default_model_is_robust_on_the_validation_set(shared_corpora):
+    """Every row of the annotated validation split (2,210 real messages, never trained on) once per perturbation
+    (~17,000 texts; about 5 minutes on 2 cores). The set that decides model choices decides this too: on the 129
+    held-out dev rows one flip moves a rate by about 0.1 point. Targets pooled over the perturbations: flip rate
+    ≤ 5% per head and category macro-F1 drop ≤ 3 points."""
     from helpdesk_triage.model import load_classifier
+    from helpdesk_triage.policy.data_files import data_file
+    from helpdesk_triage.training.corpus_refs import resolve_refs
 
     classifier, degraded = load_classifier(None)
     assert not degraded, "the embedded default model is missing"
-    from helpdesk_triage.training.dev_split import split
-
-    rows = []
-    for line in split(shared_dev)[1]:  # the held-out half: the default model trains on the other one
-        row = json.loads(line)
-        if row.get("usable", True) is not False:
-            rows.append({"text": row["text"], **{h: row.get(h) for h in HEADS}})
+    rows = [{"text": r["text"], **{h: r[h] for h in HEADS}}
+            for r in resolve_refs(shared_corpora, data_file("annotated_corpus.jsonl")) if r["split"] == "validation"]
+    assert len(rows) >= 1500
     started = time.perf_counter()
     report = robustness_report(classifier, rows, progress=False)
     seconds = time.perf_counter() - started
