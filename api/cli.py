@@ -312,7 +312,8 @@ def run_tune_policy(args: argparse.Namespace) -> int:
     from helpdesk_triage.model.triage_model import load_classifier
     from helpdesk_triage.policy.decision_policy import DecisionPolicy, DecisionPolicyError
     from helpdesk_triage.training.dataset_io import DataValidationError, load_labelled
-    from helpdesk_triage.training.policy_tuning import TuneTargets, cross_fitted, parse_targets, policy_toml, summary, tune, write
+    from helpdesk_triage.policy.data_files import write_text_atomically
+    from helpdesk_triage.training.policy_tuning import TuneTargets, cross_fitted, parse_targets, policy_toml, summary, tune
 
     if not 0 < args.target_accuracy <= 1:
         raise CliError(f"--target-accuracy must be in (0, 1], got {args.target_accuracy}")
@@ -334,7 +335,7 @@ def run_tune_policy(args: argparse.Namespace) -> int:
     policy = tune(predictions, texts, base, targets)
     figures = summary(predictions, texts, policy)
     figures["policy_cross_fitted"] = cross_fitted(predictions, texts, base, targets)
-    write(args.out, policy_toml(policy, figures, [str(p) for p in args.data]))
+    write_text_atomically(args.out, policy_toml(policy, figures, [str(p) for p in args.data]))
     keys = list(figures["policy"])
     print("| decisions | " + " | ".join(keys) + " |")
     print("|---" * (len(keys) + 1) + "|")

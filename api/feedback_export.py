@@ -9,12 +9,11 @@ corrects no head (a note only) are left out: nobody asserted their labels.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
 from helpdesk_triage.api.decision_store import DecisionStore
 from helpdesk_triage.policy import pii_masking
+from helpdesk_triage.policy.data_files import write_text_atomically
 from helpdesk_triage.policy.labels import HEADS
 
 __all__ = ["export_feedback"]
@@ -38,7 +37,7 @@ def export_feedback(store: DecisionStore, out: Path, mask_pii: bool = True) -> i
     if not mask_pii:
         _require_raw_text(examples)
     lines = [json.dumps(_training_row(e, mask_pii), ensure_ascii=False) + "\n" for e in examples]
-    _write_atomically(Path(out), "".join(lines))
+    write_text_atomically(Path(out), "".join(lines))
     return len(lines)
 
 
@@ -63,17 +62,3 @@ def _training_row(example: dict, mask_pii: bool) -> dict:
         "model_version": example["model_version"],
         "corrected_heads": example["corrected_heads"],
     }
-
-
-def _write_atomically(path: Path, content: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(content)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

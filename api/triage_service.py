@@ -13,6 +13,7 @@ import logging
 import threading
 from collections.abc import Callable
 from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import replace
 from datetime import UTC, datetime
 
 from helpdesk_triage.api.decision_store import (
@@ -24,6 +25,7 @@ from helpdesk_triage.api.decision_store import (
 from helpdesk_triage.api.metrics import TriageMetrics
 from helpdesk_triage.api.micro_batcher import MicroBatcher
 from helpdesk_triage.api.schemas import FeedbackRequest, FeedbackResponse, TriageRequest, TriageResponse
+from helpdesk_triage.policy.decision_policy import DecisionPolicy
 from helpdesk_triage.policy.settings import Settings
 from helpdesk_triage.policy.labels import HEADS
 from helpdesk_triage.policy.pii_masking import mask_pii
@@ -87,7 +89,7 @@ class TriageService:
             self.fallback = classifier  # rules given by the caller answer the degraded requests too
         if not self._policy_given and getattr(classifier, "folder", None) is not None:
             # the decision policy tuned for this model, when its folder holds one (policy/decision_policy.py)
-            self.policy = TriagePolicy.load(self.settings, model_dir=classifier.folder)
+            self.policy = replace(self.policy, decisions=DecisionPolicy.for_model(classifier.folder, self.settings.decision_policy))
         self._model = classifier
         self._unavailable_reason = unavailable_reason
         self._ready.set()

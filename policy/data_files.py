@@ -1,4 +1,5 @@
-"""The one way to reach the files of ``helpdesk_triage.data`` (the folder ``data/``) and to read a TOML table.
+"""The one way to reach the files of ``helpdesk_triage.data`` (the folder ``data/``), to read a TOML table and to
+write a file atomically.
 
 Domain tables (labels, SLA policy, reply templates, keyword rules, routing costs …) ship as package data;
 code names them by file name and gets a path through :func:`data_file`, wherever the package is installed.
@@ -6,6 +7,8 @@ code names them by file name and gets a path through :func:`data_file`, wherever
 
 from __future__ import annotations
 
+import os
+import tempfile
 import tomllib
 from importlib.resources import files
 from pathlib import Path
@@ -33,3 +36,19 @@ def read_toml(path: Path, what: str, error: type[Exception] = ValueError) -> dic
         raise error(f"{path}: not valid TOML: {exc}") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise error(f"{path}: cannot read: {exc}") from None
+
+
+def write_text_atomically(path: Path, content: str) -> None:
+    """Write ``content`` (UTF-8) to ``path`` so that a reader sees the old file or the whole new one, never half:
+    a temporary file in the same folder, flushed to disk, then renamed over ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(content)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

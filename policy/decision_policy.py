@@ -186,10 +186,10 @@ class DecisionPolicy:
         for i, text in enumerate(texts):
             if head == "category":
                 for j, code in enumerate(codes):
-                    out[i, j] = any(cue in text for cue in self.rules.category_cues.get(code, ()))
+                    out[i, j] = self.rules.has_category_cue(text, code)
             elif head == "severity":
                 out[i, codes.index("critical")] = self.rules.critical_cue(text) is not None
-                out[i, codes.index("high")] = any(cue in text for cue in self.rules.high_cues)
+                out[i, codes.index("high")] = self.rules.has_high_cue(text)
         return out
 
     def fitted_for(self, model_version: str) -> bool:

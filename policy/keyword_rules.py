@@ -53,9 +53,16 @@ class KeywordRules:
     def category(self, text: str) -> str:
         # Precedence D > C > B > A: scan from the most serious category down.
         for code in reversed(LABELS.categories):
-            if _contains_any(text, self.category_cues.get(code, ())):
+            if self.has_category_cue(text, code):
                 return code
         return LABELS.categories[0]
+
+    def has_category_cue(self, text: str, category: str) -> bool:
+        """Whether a cue of ``category`` occurs in ``text``."""
+        return _contains_any(text, self.category_cues.get(category, ()))
+
+    def has_high_cue(self, text: str) -> bool:
+        return _contains_any(text, self.high_cues)
 
     def critical_cue(self, text: str) -> str | None:
         """The first critical cue (harm, safety, regulator, legal, media) in ``text``, or None."""
@@ -64,7 +71,7 @@ class KeywordRules:
     def severity(self, text: str, category: str) -> str:
         if self.critical_cue(text) is not None:
             return "critical"
-        if _contains_any(text, self.high_cues):
+        if self.has_high_cue(text):
             return "high"
         if category == "B" and _contains_any(text, self.medium_order_cues):
             return "medium"

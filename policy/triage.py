@@ -21,7 +21,7 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-from helpdesk_triage.policy.decision_policy import DecisionPolicy, HeadDecision
+from helpdesk_triage.policy.decision_policy import DecisionPolicy, Decisions, HeadDecision
 from helpdesk_triage.policy.keyword_rules import KeywordRules
 from helpdesk_triage.policy.labels import HEADS, LABELS
 from helpdesk_triage.policy.prediction import Classifier, TextPrediction
@@ -185,9 +185,8 @@ class TriagePolicy:
         cut = normalize_text(full, max_chars=self.max_text_chars)
         return Prepared(request, full, cut.text, cut.truncated, _received_at(request, now, field_prefix))
 
-    def decide(self, item: Prepared, prediction: TextPrediction, result: Classification, over_window: bool) -> TriageResponse:
-        decided = self.decisions.decide([prediction], [item.model_text], result.model_version,
-                                        degraded=result.degraded_reason is not None)[0]
+    def decide(self, item: Prepared, decided: Decisions, result: Classification, over_window: bool) -> TriageResponse:
+        """The answer for one message from its decided labels (:meth:`DecisionPolicy.decide` over the batch)."""
         labels = decided.labels()
         reasons = self.review.reasons(decided.as_prediction(), result.degraded_reason, item.model_text)
         reasons += [f"routing: {head} {d.label} is for review (p={d.probability:.2f})"
@@ -244,8 +243,10 @@ def decide(requests: Sequence[TriageRequest], classify: Callable[[list[str]], Cl
     result = classify([p.model_text for p in prepared])
     if len(result.predictions) != len(prepared):
         raise RuntimeError(f"the model returned {len(result.predictions)} predictions for {len(prepared)} texts")
-    return [Decision(p, prediction, policy.decide(p, prediction, result, over))
-            for p, prediction, over in zip(prepared, result.predictions, result.over_window)]
+    decided = policy.decisions.decide(result.predictions, [p.model_text for p in prepared], result.model_version,
+                                      degraded=result.degraded_reason is not None)
+    return [Decision(p, prediction, policy.decide(p, d, result, over))
+            for p, prediction, d, over in zip(prepared, result.predictions, decided, result.over_window)]
 
 
 def triage(messages: Sequence[str | TriageRequest], received_at: str | None = None, *, model: Classifier,

@@ -19,7 +19,6 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from pathlib import Path
 
 import numpy as np
 
@@ -248,10 +247,3 @@ def _q(text: str | None) -> str:
 
 def _inline(values: Mapping[str, float]) -> str:
     return "{ " + ", ".join(f"{k} = {v:.6g}" for k, v in values.items()) + " }"
-
-
-def write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
