@@ -101,6 +101,12 @@ def build_parser() -> argparse.ArgumentParser:
                       help="policy whose costs and automation levels to start from (default data/decision_policy.toml)")
     tune.set_defaults(handler=run_tune_policy)
 
+    subcases = sub.add_parser("fit-subcases", help="fit a model folder's sub-case head (data/subcases.toml) on rows with category and subcase")
+    subcases.add_argument("--model", type=Path, default=None, help="model folder (default: the embedded model)")
+    subcases.add_argument("--data", type=Path, action="append", required=True, help="JSONL rows with text, category, subcase (repeatable)")
+    subcases.add_argument("--out", type=Path, default=None, help="folder to write the head to (default: --model)")
+    subcases.set_defaults(handler=run_fit_subcases)
+
     optimize = sub.add_parser("optimize", help="build the optimised ONNX int8 model of a model folder into the cache (serve then starts fast)")
     optimize.add_argument("--model", type=Path, default=None, help="model folder (default: the embedded model)")
     optimize.add_argument("--force", action="store_true", help="rebuild even when the cache holds a build")
@@ -360,6 +366,29 @@ def run_optimize(args: argparse.Namespace) -> int:
     check = meta.get("check", {})
     print(f"{built} ({ModelConfig.load(folder).version}; labels agree with the torch model on "
           f"{check.get('agreement', {}).get('category', float('nan')):.0%} of {check.get('n', 0)} calibration texts)")
+    return 0
+
+
+def run_fit_subcases(args: argparse.Namespace) -> int:
+    from helpdesk_triage.model import TriageModel
+    from helpdesk_triage.model.folder import CONFIG_NAME, DEFAULT_MODEL_DIR, is_model_folder
+    from helpdesk_triage.training.subcase_training import fit_subcase_head, read_rows, write_card_section
+
+    folder = args.model or DEFAULT_MODEL_DIR
+    if not is_model_folder(folder):
+        raise CliError(f"--model {folder}: not a triage model folder (no {CONFIG_NAME})")
+    for path in args.data:
+        if not path.is_file():
+            raise CliError(f"--data {path}: no such file")
+    try:
+        texts, keys = read_rows(args.data)
+        head = fit_subcase_head(TriageModel.load(folder), texts, keys, say=lambda m: print(m, file=sys.stderr))
+    except (OSError, ValueError) as exc:
+        raise CliError(" ".join(str(exc).split())[:500]) from exc
+    out = Path(args.out or folder)
+    head.save(out)
+    write_card_section(out, head)
+    print(f"sub-case head ({len(texts)} rows, {len(set(keys))} sub-cases) written to {out}")
     return 0
 
 

@@ -77,6 +77,8 @@ class TriageService:
                 self._serve(classifier, "no model found")
                 return
             classifier.predict([WARM_UP_TEXT])
+            # the answer library's questions, embedded by this model once, before the first request
+            self.policy.answers.index(classifier.version, getattr(classifier, "embed", None))
         except Exception as exc:  # any load failure means: serve the rules, say why
             log.exception("model_load_failed", extra={"fields": {"error": type(exc).__name__}})
             self._serve(self.fallback, f"the model failed to load ({type(exc).__name__})")
@@ -132,7 +134,8 @@ class TriageService:
         except Exception as exc:  # a model failure must not become a 500
             log.exception("model_failed", extra={"fields": {"error": type(exc).__name__}})
             return self._fallback(texts, "model_error", f"the model failed ({type(exc).__name__})")
-        return Classification([p for p, _ in results], model.version, None, [over for _, over in results])
+        return Classification([p for p, _ in results], model.version, None, [over for _, over in results],
+                              getattr(model, "embed", None))
 
     def _fallback(self, texts: list[str], reason: str, message: str) -> Classification:
         self.metrics.observe_degraded(reason, len(texts))

@@ -6,7 +6,9 @@
   ``weighted_f1``, ``labels``, ``per_label``, ``confusion``, ``ece``, ``ece_if_calibrated``, ``kappa``, ``reliability``;
   ``routing`` (D / critical recall and precision), ``routing_impact`` (under/over-triage, cost),
   ``coverage`` (review threshold vs accuracy), ``slices`` (with ``--slice-by``), ``data``,
-  ``robustness`` (with ``robustness=True``: flip rates and F1 drops under perturbations);
+  ``robustness`` (with ``robustness=True``: flip rates and F1 drops under perturbations); ``subcases`` (rows with a
+  ``subcase``: the sub-case head's accuracy and macro-F1) and ``reply_fit`` (rows with a ``reply_verdict``: the
+  judged reply fit per category and sub-case), see ``evaluation.reply_fit``;
 * ``baselines.json`` — the same for the keyword rules and (with training data) TF-IDF + LogReg;
 * ``comparison.json`` — with a second model: its metrics and the paired statistics per head;
 * ``report.md`` + ``plots/*.png`` and ``report.html`` (the same report, images embedded).
@@ -18,6 +20,7 @@ Each step lives in its own module: ``predictions`` (run a classifier in chunks),
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -26,6 +29,7 @@ import numpy as np
 from helpdesk_triage.policy.labels import HEADS
 from helpdesk_triage.evaluation import plots
 from helpdesk_triage.evaluation.metrics import binary_recall_precision, head_metrics, reliability_bins
+from helpdesk_triage.evaluation.reply_fit import REPLY_COLUMNS, SUBCASE_COLUMNS, reply_fit_report, subcase_report
 from helpdesk_triage.evaluation.policy_decisions import automation_figures, decided_predictions
 from helpdesk_triage.evaluation.predictions import Predictions, predict_rows
 from helpdesk_triage.evaluation.report import HEADLINE_COLUMNS, build_blocks, fmt, headline_rows, to_html, to_markdown
@@ -193,7 +197,8 @@ def run_evaluation(
     if slice_by is not None:
         check_slice_name(slice_by)
     data_files = [str(p) for p in data_paths]
-    ds, load_report = load_labelled(data_files, keep_columns=[slice_by] if slice_by else ())
+    extra = [c for c in (*SUBCASE_COLUMNS, *REPLY_COLUMNS) if c != slice_by]
+    ds, load_report = load_labelled(data_files, keep_columns=([slice_by] if slice_by else []) + extra)
     slice_values = list(ds[slice_by]) if slice_by else None
     if slice_by:
         check_slice_column(slice_by, slice_values, data_files)
@@ -233,6 +238,11 @@ def run_evaluation(
         rows = [{"text": raw, **{head: truth[head][i] for head in HEADS}} for i, raw in enumerate(ds["raw_text"])]
         robustness_result = robustness_report(classifier, rows, progress=progress)
         results[main]["robustness"] = robustness_result
+    subcases, replies = _subcase_and_reply_figures(classifier, ds, decision_policy, log)
+    if subcases is not None:
+        results[main]["subcases"] = subcases
+    if replies is not None:
+        results[main]["reply_fit"] = replies
     data_info = {"files": data_files, "unusable_skipped": load_report.unusable_skipped,
                  "duplicates_dropped": load_report.duplicates_dropped}
     for metrics in results.values():
@@ -264,6 +274,8 @@ def run_evaluation(
         "slices": results[main].get("slices"),
         "worst_errors": worst,
         "robustness": robustness_result,
+        "subcases": subcases,
+        "reply_fit": replies,
     }
     blocks = build_blocks(ctx)
     _write(Path(out_dir), results, main, compare_name, comparison, to_markdown(blocks), to_html(blocks, images), images)
@@ -283,6 +295,42 @@ def run_evaluation(
             log(sentence)
     log(f"report: {Path(out_dir) / 'report.html'}")
     return results
+
+
+def _subcase_and_reply_figures(classifier: Classifier, ds, decision_policy: DecisionPolicy | None,
+                               log: Callable[[str], None]) -> tuple[dict | None, dict | None]:
+    """The sub-case head's figures (rows with ``subcase``) and the judged reply fit (rows with ``reply_verdict``)."""
+    from helpdesk_triage.policy.settings import Settings
+    from helpdesk_triage.policy.triage import TriagePolicy, TriageRequest, triage
+
+    labelled = [i for i, v in enumerate(ds["subcase"]) if v]
+    judged = [i for i, v in enumerate(ds["reply_verdict"]) if v]
+    if not labelled and not judged:
+        return None, None
+    settings = Settings()
+    subcases = None
+    if labelled:
+        log(f"sub-cases: {len(labelled)} rows carry one")
+        predictions = classifier.predict([ds["text"][i] for i in labelled])
+        subcases = subcase_report(predictions, [ds["text"][i] for i in labelled],
+                                  [ds["category"][i] for i in labelled], [ds["subcase"][i] for i in labelled],
+                                  settings.subcase_min_probability)
+    replies = None
+    if judged:
+        log(f"replies: {len(judged)} rows carry a judged reply")
+        policy = TriagePolicy.load(settings, model_dir=getattr(classifier, "folder", None))
+        if decision_policy is not None:
+            policy = replace(policy, decisions=decision_policy)
+        rows, current = [], []
+        for i in judged:
+            rows.append({k: ds[k][i] for k in ("category", "subcase", "reply_verdict", "judged_reply")})
+            try:
+                request = TriageRequest(text=ds["raw_text"][i], received_at=ds["received_at"][i])
+                current.append(triage([request], model=classifier, policy=policy)[0].reply.text)
+            except ValueError:
+                current.append(None)
+        replies = reply_fit_report(rows, current)
+    return subcases, replies
 
 
 def _compare(a: Predictions, b: Predictions, name_a: str, name_b: str, n_resamples: int, seed: int) -> dict:

@@ -129,8 +129,40 @@ def build_blocks(ctx: Mapping) -> list[Block]:
         blocks += _slices_section(ctx["slices"], main)
     if ctx.get("robustness"):
         blocks += _robustness_section(ctx["robustness"], main)
+    if ctx.get("subcases") or ctx.get("reply_fit"):
+        blocks += _replies_section(ctx.get("subcases"), ctx.get("reply_fit"), main)
     blocks += _worst_errors_section(ctx["worst_errors"], main)
     blocks += _other_classifiers_section(main, results)
+    return blocks
+
+
+def _fit_row(name: str, fit: Mapping) -> list[str]:
+    lo, hi = fit["good_interval"]
+    share = lambda key: fmt(fit[key]) if fit[key] is not None else "—"  # noqa: E731
+    return [name, str(fit["n"]), str(fit["good"]), str(fit["partial"]), str(fit["wrong"]), share("good_share"),
+            f"{fmt(lo)}–{fmt(hi)}" if fit["n"] else "—", share("wrong_share")]
+
+
+def _replies_section(subcases: Mapping | None, fit: Mapping | None, main: str) -> list[Block]:
+    blocks: list[Block] = [Heading("Sub-cases and replies", 2, "replies")]
+    if subcases:
+        g, e = subcases["given_category"], subcases["end_to_end"]
+        blocks.append(Paragraph(
+            f"{main} on the {subcases['n']} rows with a labelled sub-case ({subcases['subcases_present']} sub-cases"
+            f" present): given the labelled category, accuracy {fmt(g['accuracy'])}, macro-F1 {fmt(g['macro_f1'])};"
+            f" end to end (the model's category, the sub-case the reply uses, keyword cues under p"
+            f" {e['min_probability']}), accuracy {fmt(e['accuracy'])}, macro-F1 {fmt(e['macro_f1'])}."))
+    if fit:
+        columns = ["", "judged", "good", "partial", "wrong", "good share", "95% interval", "wrong share"]
+        rows = [_fit_row("all judged", fit["overall"]), _fit_row("still the same reply", fit["current"])]
+        rows += [_fit_row(f"category {c}", f) for c, f in fit["by_category"].items()]
+        blocks.append(Paragraph(
+            f"Judged replies (data/reply_judging/rubric.md): {fit['stale']} of {fit['overall']['n']} rows get a"
+            " different reply from this service now, so their verdict is about an older reply."))
+        blocks.append(Table(columns, rows))
+        sub_rows = [_fit_row(s, f) for s, f in fit["by_subcase"].items()]
+        if sub_rows:
+            blocks.append(Table(["sub-case", *columns[1:]], sub_rows))
     return blocks
 
 

@@ -2,21 +2,26 @@
 in input order → calibrated (and blended) probabilities → labels.
 
 A backend only turns texts into token ids (``token_ids``, cut at the model window; ``token_count``, not
-cut; ``pad_id``) and a padded batch into raw logits per head (``run``).
+cut; ``pad_id``) and a padded batch into raw logits per head and the pooled embedding (``run``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import Protocol
 
 import numpy as np
 
 from helpdesk_triage.model.char_ngram import NgramBlend, head_probabilities
+from helpdesk_triage.model.subcase_head import SubcaseHead, unit_rows
 from helpdesk_triage.model.folder import ModelConfig
 from helpdesk_triage.policy.prediction import TextPrediction, predictions_from_probabilities
 from helpdesk_triage.policy.text_normalization import normalize
 
+
+
+EMBEDDING_OUTPUT = "embedding"  # besides the logits per head, ``Backend.run`` returns the pooled text embedding
 
 
 class Backend(Protocol):
@@ -33,8 +38,15 @@ class Backend(Protocol):
 def batched_logits(backend: Backend, normalized_texts: Sequence[str], labels: Mapping[str, Sequence[str]],
                    batch_size: int = 32) -> dict[str, np.ndarray]:
     """Raw (uncalibrated) logits per head, ``len(texts) × labels`` float32 arrays in input order."""
+    return batched_outputs(backend, normalized_texts, labels, batch_size, embedding=False)
+
+
+def batched_outputs(backend: Backend, normalized_texts: Sequence[str], labels: Mapping[str, Sequence[str]],
+                    batch_size: int = 32, embedding: bool = True) -> dict[str, np.ndarray]:
+    """The logits per head and (``embedding``) the pooled embeddings under ``EMBEDDING_OUTPUT``, in input order."""
     ids = backend.token_ids(normalized_texts)
     out = {h: np.empty((len(ids), len(codes)), dtype=np.float32) for h, codes in labels.items()}
+    wanted = set(out) | ({EMBEDDING_OUTPUT} if embedding else set())
     # Length buckets: sorted by token count, each batch padded only to its own longest text.
     order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
     for start in range(0, len(order), batch_size):
@@ -46,8 +58,14 @@ def batched_logits(backend: Backend, normalized_texts: Sequence[str], labels: Ma
             n = len(ids[index])
             input_ids[row, :n] = ids[index]
             mask[row, :n] = 1
-        for head, values in backend.run(input_ids, mask).items():
-            out[head][chunk] = values
+        for name, values in backend.run(input_ids, mask).items():
+            if name not in wanted:
+                continue
+            if name not in out:
+                out[name] = np.empty((len(ids), values.shape[-1]), dtype=np.float32)
+            out[name][chunk] = values
+    if embedding and EMBEDDING_OUTPUT not in out:  # no texts, or a backend without embeddings
+        out[EMBEDDING_OUTPUT] = np.empty((len(ids), 0), dtype=np.float32)
     return out
 
 
@@ -61,10 +79,22 @@ def probabilities(backend: Backend, config: ModelConfig, ngram: NgramBlend | Non
 
 
 def predict(backend: Backend, config: ModelConfig, ngram: NgramBlend | None, texts: Sequence[str],
-            batch_size: int = 32, normalized: bool = False) -> list[TextPrediction]:
-    """Labels with probabilities for raw (or already ``normalized``) texts, in input order."""
+            batch_size: int = 32, normalized: bool = False, subcase_head: SubcaseHead | None = None) -> list[TextPrediction]:
+    """Labels with probabilities for raw (or already ``normalized``) texts, in input order; each prediction also
+    carries the text's unit-length embedding and, with a ``subcase_head``, the sub-case distribution."""
     texts = list(texts) if normalized else [normalize(t) for t in texts]
     if not texts:
         return []
-    probs = probabilities(backend, config, ngram, texts, batch_size)
-    return predictions_from_probabilities(probs, config.labels, len(texts))
+    outputs = batched_outputs(backend, texts, config.labels, batch_size)
+    embeddings = outputs.pop(EMBEDDING_OUTPUT)
+    probs = head_probabilities(outputs, config.temperatures, ngram, texts)
+    predictions = predictions_from_probabilities(probs, config.labels, len(texts))
+    if embeddings.shape[1] == 0:
+        return predictions
+    subcases = None
+    if subcase_head is not None:
+        sub = subcase_head.probabilities(embeddings, texts, ngram.model if ngram is not None else None)
+        subcases = [dict(zip(subcase_head.classes, map(float, row))) for row in sub]
+    units = unit_rows(embeddings).astype(np.float32)
+    return [replace(p, embedding=units[i], subcases=subcases[i] if subcases else None)
+            for i, p in enumerate(predictions)]

@@ -20,15 +20,16 @@ import numpy as np
 
 from helpdesk_triage.model.cache_files import resolve_cache_dir, sha256_file
 from helpdesk_triage.model.folder import CONFIG_NAME, WEIGHTS_NAME, ModelConfig
+from helpdesk_triage.model.inference import EMBEDDING_OUTPUT
 from helpdesk_triage.policy.labels import HEADS
 
 RUNTIME_NAME = "onnx-int8"
-RECIPE_VERSION = 2  # 2: static int8 activations (batch-invariant labels); 1 was dynamic
+RECIPE_VERSION = 3  # 3: the pooled embedding as an output; 2: static int8 activations; 1 was dynamic
 ARTIFACT_PREFIX = "onnx-int8-"
 MODEL_FILE = "model.onnx"
 TOKENIZER_FILE = "tokenizer.json"
 META_FILE = "runtime.json"
-OUTPUT_NAMES = HEADS  # the graph's outputs, one per head
+OUTPUT_NAMES = (*HEADS, EMBEDDING_OUTPUT)  # the graph's outputs: one per head, then the pooled embedding
 
 
 class OnnxBackend:

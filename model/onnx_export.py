@@ -256,8 +256,8 @@ def _export(reference, path: Path) -> tuple[str, np.ndarray]:
             self.net = net
 
         def forward(self, input_ids, attention_mask):
-            out = self.net(input_ids, attention_mask)
-            return tuple(out[name] for name in OUTPUT_NAMES)
+            pooled, out = self.net.pooled_and_logits(input_ids, attention_mask)
+            return (*(out[name] for name in HEADS), pooled)
 
     net = reference.net.eval()
     # Plain attention exports to the pattern ONNX Runtime's optimiser fuses into its Attention op.

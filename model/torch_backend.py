@@ -18,6 +18,7 @@ from transformers import AutoTokenizer, BertConfig, BertModel
 from transformers.utils import logging as hf_logging
 
 from helpdesk_triage.model.folder import WEIGHTS_NAME, ModelConfig
+from helpdesk_triage.model.inference import EMBEDDING_OUTPUT
 
 RUNTIME = "torch"
 
@@ -31,11 +32,16 @@ class TriageNet(nn.Module):
         self.heads = nn.ModuleDict({name: nn.Linear(hidden, size) for name, size in head_sizes.items()})
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> dict[str, torch.Tensor]:
+        return self.pooled_and_logits(input_ids, attention_mask)[1]
+
+    def pooled_and_logits(self, input_ids: torch.Tensor,
+                          attention_mask: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The mean-pooled encoder output (the text's embedding, before dropout) and the logits per head."""
         hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
         pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
-        pooled = self.dropout(pooled)
-        return {name: head(pooled) for name, head in self.heads.items()}
+        dropped = self.dropout(pooled)
+        return pooled, {name: head(dropped) for name, head in self.heads.items()}
 
     def trained_state(self, trained_layers: list[int], dtype: torch.dtype = torch.float16) -> dict[str, torch.Tensor]:
         """Copies of the parameters training changes (the fine-tuned layers and the heads)."""
@@ -104,5 +110,7 @@ class TorchBackend:
 
     @torch.inference_mode()
     def run(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> dict[str, np.ndarray]:
-        logits = self.net(torch.from_numpy(input_ids), torch.from_numpy(attention_mask))
-        return {head: values.float().numpy() for head, values in logits.items()}
+        """Logits per head and the pooled ``embedding``."""
+        pooled, logits = self.net.pooled_and_logits(torch.from_numpy(input_ids), torch.from_numpy(attention_mask))
+        return {**{head: values.float().numpy() for head, values in logits.items()},
+                EMBEDDING_OUTPUT: pooled.float().numpy()}

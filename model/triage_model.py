@@ -22,7 +22,8 @@ import numpy as np
 from helpdesk_triage.model.char_ngram import ARRAYS_NAME as NGRAM_ARRAYS_NAME
 from helpdesk_triage.model.char_ngram import JSON_NAME as NGRAM_JSON_NAME
 from helpdesk_triage.model.char_ngram import NgramBlend
-from helpdesk_triage.model.inference import Backend, batched_logits, predict, probabilities
+from helpdesk_triage.model.inference import EMBEDDING_OUTPUT, Backend, batched_logits, batched_outputs, predict, probabilities
+from helpdesk_triage.model.subcase_head import SubcaseHead, unit_rows
 from helpdesk_triage.model.folder import CONFIG_NAME, DEFAULT_MODEL_DIR, RUNTIMES, ModelConfig, is_model_folder
 from helpdesk_triage.policy.keyword_rules import KeywordClassifier
 from helpdesk_triage.policy.prediction import Classifier, TextPrediction
@@ -37,11 +38,12 @@ class TriageModel:
     """A trained model folder ready to tag texts. ``TriageModel.load(folder)``; ``.predict``; ``.save``."""
 
     def __init__(self, backend: Backend, config: ModelConfig, ngram: NgramBlend | None = None,
-                 folder: Path | None = None) -> None:
+                 folder: Path | None = None, subcase_head: SubcaseHead | None = None) -> None:
         self.backend = backend
         self.config = config
         self.ngram = ngram
         self.folder = folder  # where it was loaded from: its decision_policy.toml, when there is one
+        self.subcase_head = subcase_head
 
     @classmethod
     def load(cls, folder: str | Path | None = None, *, runtime: str | None = None, cache_dir: str | Path | None = None,
@@ -55,18 +57,19 @@ class TriageModel:
             raise ValueError(f"unknown runtime {runtime!r}; use one of {', '.join(RUNTIMES)} (TRIAGE_RUNTIME)")
         config = ModelConfig.load(folder)
         ngram = NgramBlend.load(folder) if with_ngram else None
+        subcase_head = SubcaseHead.load(folder)
         if runtime == "onnx-int8":
             try:
                 from helpdesk_triage.model.onnx_backend import OnnxBackend
                 from helpdesk_triage.model.onnx_export import build_onnx_model
 
-                return cls(OnnxBackend(build_onnx_model(folder, cache_dir), config), config, ngram, folder)
+                return cls(OnnxBackend(build_onnx_model(folder, cache_dir), config), config, ngram, folder, subcase_head)
             except Exception as exc:  # noqa: BLE001 - any failure of the fast path: serve the reference model
                 log.warning("the optimised ONNX model of %s is unavailable (%s: %s); serving the torch model instead",
                             folder, type(exc).__name__, " ".join(str(exc).split())[:300])
         from helpdesk_triage.model.torch_backend import TorchBackend
 
-        return cls(TorchBackend.load(folder, config, cache_dir), config, ngram, folder)
+        return cls(TorchBackend.load(folder, config, cache_dir), config, ngram, folder, subcase_head)
 
     def save(self, folder: str | Path) -> Path:
         """Write the model folder (torch backend: the fine-tuned weights are in its net)."""
@@ -77,6 +80,8 @@ class TriageModel:
             raise TypeError(f"a {self.runtime} model cannot be saved; load it with runtime='torch'")
         save_weights(folder)
         self.config.save(folder)
+        if self.subcase_head is not None:
+            self.subcase_head.save(folder)
         if self.ngram is not None:
             self.ngram.save(folder)
         else:  # an n-gram model left by an earlier save would be blended with these weights
@@ -113,7 +118,12 @@ class TriageModel:
 
     def predict(self, texts: Sequence[str], batch_size: int = 32, normalized: bool = False) -> list[TextPrediction]:
         """Per text and head: the most probable label, its probability and the whole distribution."""
-        return predict(self.backend, self.config, self.ngram, texts, batch_size, normalized)
+        return predict(self.backend, self.config, self.ngram, texts, batch_size, normalized, self.subcase_head)
+
+    def embed(self, texts: Sequence[str], batch_size: int = 32, normalized: bool = False) -> np.ndarray:
+        """Unit-length text embeddings (the encoder's mean-pooled output), ``len(texts) × hidden``."""
+        texts = list(texts) if normalized else [normalize(t) for t in texts]
+        return unit_rows(batched_outputs(self.backend, texts, self.config.labels, batch_size)[EMBEDDING_OUTPUT])
 
     def token_count(self, text: str) -> int:
         """Tokens of ``text`` (normalised, with the prefix), before the cut at ``config.max_length``."""

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import Protocol
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 from helpdesk_triage.policy.labels import HEADS, LABELS
 
@@ -26,6 +26,10 @@ class TextPrediction:
     category: HeadPrediction
     severity: HeadPrediction
     sentiment: HeadPrediction
+    # Probability of every sub-case ("B.invoice": p) when the model has a sub-case head.
+    subcases: Mapping[str, float] | None = None
+    # The text's unit-length embedding (numpy vector) when the model has an encoder: the answer library's key.
+    embedding: Any = field(default=None, compare=False, repr=False)
 
     def head(self, name: str) -> HeadPrediction:
         if name not in HEADS:

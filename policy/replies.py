@@ -1,7 +1,9 @@
-"""Suggested replies: choose a template for a triaged message and render it.
+"""Suggested replies: the answer-library entry or the sub-case's template for a triaged message, rendered,
+with the next best options as alternatives.
 
-The templates, keyword cues and forbidden phrasings live in ``data/reply_templates.toml``;
-its header documents the slot and optional-segment syntax and the selection rules.
+The templates and forbidden phrasings live in ``data/reply_templates.toml`` (its header documents the slots,
+optional segments, cue variants and selection rules); the sub-cases in ``data/subcases.toml``; the answers in
+``data/answer_library.toml``.
 """
 
 from __future__ import annotations
@@ -14,16 +16,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from helpdesk_triage.policy.labels import LABELS
+from helpdesk_triage.policy.answer_library import AnswerMatch
 from helpdesk_triage.policy.data_files import data_file
+from helpdesk_triage.policy.labels import LABELS
+from helpdesk_triage.policy.subcases import OTHER, SubcaseChoice, SubcaseTaxonomy
 
 DEFAULT_TEMPLATES_PATH = data_file("reply_templates.toml")
-SLOTS = ("customer_name", "order_id", "agent_name", "first_response_due")
-GENERAL = "general"
+SLOTS = ("customer_name", "order_id", "agent_name", "first_response_due", "resolution_due")
 DEFAULT_VARIANT = "default"
 
 _TEMPLATE_ID = re.compile(r"^([A-Za-z0-9]+)\.([a-z][a-z0-9_]*)\.([a-z][a-z0-9_]*)$")
-_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 _MARKUP = re.compile(r"\[\[|\]\]|\|\||\{([^{}]*)\}|[{}]")
 _PUNCT = "，。！？、；：,.!?;:"
 _BAD_PUNCTUATION = re.compile(rf"[{_PUNCT}]{{2,}}|^[{_PUNCT}]|（）|\(\)")
@@ -31,43 +33,59 @@ _SAMPLE_SLOTS = {
     "customer_name": "张女士",
     "order_id": "202405180001",
     "agent_name": "小李",
-    "first_response_due": "今天18:00",
+    "first_response_due": "3月10日11:00",
+    "resolution_due": "3月10日14:00",
 }
-_TOP_KEYS = {"forbidden_phrases", "subcase", "template"}
-_SUBCASE_KEYS = {"category", "name", "label", "priority", "keywords"}
-_TEMPLATE_KEYS = {"id", "text", "severities", "sentiments"}
+_TOP_KEYS = {"forbidden_phrases", "template"}
+_TEMPLATE_KEYS = {"id", "text", "severities", "sentiments", "cues"}
+ANY = "any"
 
 
 @dataclass(frozen=True)
-class SuggestedReply:
-    template_id: str
-    subcase: str
+class ReplyOption:
+    source: str  # a template id or "answer:<entry id>"
+    subcase: str  # "<category>.<code>"
     text: str
 
 
 @dataclass(frozen=True)
-class Subcase:
-    category: str
-    name: str
-    label: str
-    priority: int
-    keywords: tuple[str, ...]
+class SuggestedReply:
+    """The best reply and the next ones an agent may pick instead."""
+
+    best: ReplyOption
+    alternatives: tuple[ReplyOption, ...]
+
+    @property
+    def template_id(self) -> str:
+        return self.best.source
+
+    @property
+    def subcase(self) -> str:
+        return self.best.subcase
+
+    @property
+    def text(self) -> str:
+        return self.best.text
 
 
 @dataclass(frozen=True)
 class ReplyTemplate:
     id: str
-    category: str
-    subcase: str
+    category: str  # a category code or "any"
+    subcase: str  # a sub-case code or "any"
     variant: str
     severities: tuple[str, ...]
     sentiments: tuple[str, ...]
+    cues: tuple[str, ...]
     text: str
 
     def applies_to(self, severity: str, sentiment: str) -> bool:
         return (not self.severities or severity in self.severities) and (
             not self.sentiments or sentiment in self.sentiments
         )
+
+    def cue_in(self, haystack: str) -> bool:
+        return any(c in haystack for c in self.cues)
 
     @property
     def specificity(self) -> tuple[bool, bool]:
@@ -181,27 +199,6 @@ def _string_list(value: object, what: str) -> tuple[str, ...]:
     return tuple(v.strip() for v in value)
 
 
-def _parse_subcase(entry: object) -> Subcase:
-    if not isinstance(entry, dict):
-        raise ValueError(f"[[subcase]] entry is not a table: {entry!r}")
-    where = f"subcase {entry.get('category')}.{entry.get('name')}"
-    extra = set(entry) - _SUBCASE_KEYS
-    if extra:
-        raise ValueError(f"{where}: unknown keys {sorted(extra)}")
-    category, name, label = entry.get("category"), entry.get("name"), entry.get("label")
-    if not LABELS.is_valid("category", category):
-        raise ValueError(f"{where}: unknown category {category!r}")
-    if not isinstance(name, str) or not _NAME.match(name):
-        raise ValueError(f"{where}: name must match {_NAME.pattern}")
-    if not isinstance(label, str) or not label.strip():
-        raise ValueError(f"{where}: label is missing")
-    priority = entry.get("priority", 0)
-    if not isinstance(priority, int) or isinstance(priority, bool):
-        raise ValueError(f"{where}: priority must be an integer")
-    keywords = _string_list(entry.get("keywords", []), f"{where}: keywords")
-    return Subcase(category, name, label.strip(), priority, tuple(k.casefold() for k in keywords))
-
-
 def _parse_template(entry: object) -> ReplyTemplate:
     if not isinstance(entry, dict):
         raise ValueError(f"[[template]] entry is not a table: {entry!r}")
@@ -217,43 +214,32 @@ def _parse_template(entry: object) -> ReplyTemplate:
         raise ValueError(f"{where}: text is missing")
     severities = _string_list(entry.get("severities", []), f"{where}: severities")
     sentiments = _string_list(entry.get("sentiments", []), f"{where}: sentiments")
+    cues = tuple(c.casefold() for c in _string_list(entry.get("cues", []), f"{where}: cues"))
     category, subcase, variant = m.groups()
-    return ReplyTemplate(template_id, category, subcase, variant, severities, sentiments, text.strip())
+    return ReplyTemplate(template_id, category, subcase, variant, severities, sentiments, cues, text.strip())
 
 
 class ReplyTemplateLibrary:
-    def __init__(
-        self,
-        subcases: tuple[Subcase, ...],
-        templates: tuple[ReplyTemplate, ...],
-        forbidden_phrases: tuple[str, ...],
-    ) -> None:
+    """The templates of ``data/reply_templates.toml`` over the sub-cases of ``data/subcases.toml``."""
+
+    def __init__(self, templates: tuple[ReplyTemplate, ...], forbidden_phrases: tuple[str, ...],
+                 taxonomy: SubcaseTaxonomy | None = None) -> None:
+        self.taxonomy = taxonomy or SubcaseTaxonomy.load()
         self._forbidden = tuple(forbidden_phrases)
         self._forbidden_squashed = tuple((p, _squash(p)) for p in self._forbidden)
-        self._subcases: dict[str, tuple[Subcase, ...]] = {c: () for c in LABELS.categories}
-        for sc in subcases:
-            if any(s.name == sc.name for s in self._subcases[sc.category]):
-                raise ValueError(f"subcase {sc.category}.{sc.name} is declared twice")
-            if sc.name == GENERAL and sc.keywords:
-                raise ValueError(f"subcase {sc.category}.{GENERAL} is the fallback and takes no keywords")
-            self._subcases[sc.category] += (sc,)
-        for category, declared in self._subcases.items():
-            if not any(s.name == GENERAL for s in declared):
-                raise ValueError(f"category {category} has no '{GENERAL}' subcase")
-
         self._templates: dict[str, ReplyTemplate] = {}
-        self._variants: dict[tuple[str, str], list[ReplyTemplate]] = {
-            (s.category, s.name): [] for group in self._subcases.values() for s in group
-        }
+        self._groups: dict[tuple[str, str], list[ReplyTemplate]] = {}
         for template in templates:
             self._check_template(template)
             self._templates[template.id] = template
-            self._variants[(template.category, template.subcase)].append(template)
-        for (category, subcase), variants in self._variants.items():
-            self._check_variants(f"{category}.{subcase}", variants)
+            self._groups.setdefault((template.category, template.subcase), []).append(template)
+        for sc in self.taxonomy.subcases:
+            self._check_variants(sc.category, sc.code)
 
     @classmethod
-    def load(cls, path: str | Path | None = None) -> "ReplyTemplateLibrary":
+    def load(cls, path: str | Path | None = None, subcases: str | Path | None = None) -> "ReplyTemplateLibrary":
+        """``path``: the templates (default ``data/reply_templates.toml``); ``subcases``: the taxonomy
+        (default ``data/subcases.toml``)."""
         path = Path(path) if path is not None else DEFAULT_TEMPLATES_PATH
         try:
             with path.open("rb") as f:
@@ -262,32 +248,16 @@ class ReplyTemplateLibrary:
             if extra:
                 raise ValueError(f"unknown top-level keys {sorted(extra)}")
             forbidden = _string_list(raw.get("forbidden_phrases", []), "forbidden_phrases")
-            subcases = tuple(_parse_subcase(e) for e in raw.get("subcase", []))
             templates = tuple(_parse_template(e) for e in raw.get("template", []))
-            return cls(subcases, templates, forbidden)
+            return cls(templates, forbidden, SubcaseTaxonomy.load(subcases))
         except ValueError as e:
             raise ValueError(f"{path}: {e}") from e
 
-    def _check_template(self, t: ReplyTemplate) -> None:
-        where = f"template {t.id}"
-        if t.id in self._templates:
-            raise ValueError(f"duplicate template id {t.id}")
-        if not LABELS.is_valid("category", t.category):
-            raise ValueError(f"{where}: unknown category {t.category!r}")
-        if (t.category, t.subcase) not in self._variants:
-            raise ValueError(f"{where}: subcase {t.category}.{t.subcase} is not declared")
-        for severity in t.severities:
-            if not LABELS.is_valid("severity", severity):
-                raise ValueError(f"{where}: unknown severity {severity!r}")
-        for sentiment in t.sentiments:
-            if not LABELS.is_valid("sentiment", sentiment):
-                raise ValueError(f"{where}: unknown sentiment {sentiment!r}")
-        if (t.variant == DEFAULT_VARIANT) != (t.specificity == (False, False)):
-            raise ValueError(
-                f"{where}: the '{DEFAULT_VARIANT}' variant, and only it, has no severities or sentiments"
-            )
+    def check_reply_text(self, where: str, text: str) -> None:
+        """ValueError when ``text`` is not a valid reply: markup, a slot outside a segment, a forbidden phrase,
+        stray punctuation (checked with no slot known and with every slot known)."""
         try:
-            parts = _parse(t.text)
+            parts = _parse(text)
         except ValueError as e:
             raise ValueError(f"{where}: {e}") from None
         bare = [p.name for p in parts if isinstance(p, _Slot)]
@@ -301,19 +271,43 @@ class ReplyTemplateLibrary:
             if bad:
                 raise ValueError(f"{where}: renders with stray punctuation {bad.group(0)!r}: {rendered}")
 
-    @staticmethod
-    def _check_variants(subcase: str, variants: list[ReplyTemplate]) -> None:
-        if not any(v.variant == DEFAULT_VARIANT for v in variants):
-            raise ValueError(f"subcase {subcase} has no '{DEFAULT_VARIANT}' template")
-        for severity in LABELS.severities:
-            for sentiment in LABELS.sentiments:
-                matching = [v for v in variants if v.applies_to(severity, sentiment)]
-                top = max(v.specificity for v in matching)
-                tied = [v.id for v in matching if v.specificity == top]
-                if len(tied) > 1:
-                    raise ValueError(
-                        f"templates {tied} all apply to severity={severity} sentiment={sentiment}"
-                    )
+    def _check_template(self, t: ReplyTemplate) -> None:
+        where = f"template {t.id}"
+        if t.id in self._templates:
+            raise ValueError(f"duplicate template id {t.id}")
+        if t.category == ANY:
+            if t.subcase != ANY:
+                raise ValueError(f"{where}: a template for every category is for every sub-case too ('any.any.…')")
+        elif not LABELS.is_valid("category", t.category):
+            raise ValueError(f"{where}: unknown category {t.category!r}")
+        elif t.subcase != ANY and t.subcase not in {sc.code for sc in self.taxonomy.of(t.category)}:
+            raise ValueError(f"{where}: sub-case {t.category}.{t.subcase} is not in data/subcases.toml")
+        for severity in t.severities:
+            if not LABELS.is_valid("severity", severity):
+                raise ValueError(f"{where}: unknown severity {severity!r}")
+        for sentiment in t.sentiments:
+            if not LABELS.is_valid("sentiment", sentiment):
+                raise ValueError(f"{where}: unknown sentiment {sentiment!r}")
+        if (t.variant == DEFAULT_VARIANT) != (t.specificity == (False, False) and not t.cues):
+            raise ValueError(f"{where}: the '{DEFAULT_VARIANT}' variant has no severities, sentiments or cues, "
+                             "and every other variant has some")
+        self.check_reply_text(where, t.text)
+
+    def _check_variants(self, category: str, code: str) -> None:
+        own = self._groups.get((category, code), [])
+        if not any(v.variant == DEFAULT_VARIANT for v in own):
+            raise ValueError(f"sub-case {category}.{code} has no '{DEFAULT_VARIANT}' template")
+        for level in (own, self._groups.get((category, ANY), []), self._groups.get((ANY, ANY), [])):
+            plain = [v for v in level if not v.cues]
+            for severity in LABELS.severities:
+                for sentiment in LABELS.sentiments:
+                    matching = [v for v in plain if v.applies_to(severity, sentiment)]
+                    if not matching:
+                        continue
+                    top = max(v.specificity for v in matching)
+                    tied = [v.id for v in matching if v.specificity == top]
+                    if len(tied) > 1:
+                        raise ValueError(f"templates {tied} all apply to severity={severity} sentiment={sentiment}")
 
     @property
     def forbidden_phrases(self) -> tuple[str, ...]:
@@ -323,41 +317,65 @@ class ReplyTemplateLibrary:
         squashed = _squash(text)
         return tuple(phrase for phrase, key in self._forbidden_squashed if key and key in squashed)
 
-    def subcases(self, category: str) -> tuple[Subcase, ...]:
-        _check_label("category", category)
-        return self._subcases[category]
-
     def all_templates(self) -> list[ReplyTemplate]:
         return list(self._templates.values())
 
-    def detect_subcase(self, category: str, text: str) -> str:
-        """Highest priority, then longest matching cue, then file order; no cue -> 'general'."""
-        _check_label("category", category)
-        haystack = text.casefold()
-        best, best_rank = GENERAL, None
-        for order, sc in enumerate(self._subcases[category]):
-            hits = [len(k) for k in sc.keywords if k in haystack]
-            if hits:
-                rank = (sc.priority, max(hits), -order)
-                if best_rank is None or rank > best_rank:
-                    best, best_rank = sc.name, rank
-        return best
-
-    def suggest(
-        self,
-        category: str,
-        severity: str,
-        sentiment: str,
-        text: str,
-        slots: Mapping[str, str | None] | None = None,
-    ) -> SuggestedReply:
-        _check_label("category", category)
+    def template_for(self, subcase: str, severity: str, sentiment: str, text: str) -> ReplyTemplate:
+        """The template for a message of ``subcase`` (``"<category>.<code>"``) with these labels (module doc)."""
         _check_label("severity", severity)
         _check_label("sentiment", sentiment)
-        subcase = self.detect_subcase(category, text)
-        matching = [v for v in self._variants[(category, subcase)] if v.applies_to(severity, sentiment)]
-        template = max(matching, key=lambda v: v.specificity)
-        return SuggestedReply(template.id, subcase, self.render(template.text, slots or {}))
+        category, _, code = subcase.partition(".")
+        self.taxonomy.get(subcase)
+        levels = [self._groups.get(key, []) for key in ((category, code), (category, ANY), (ANY, ANY))]
+        haystack = text.casefold()
+        for level in levels:
+            for t in level:
+                if t.cues and t.applies_to(severity, sentiment) and t.cue_in(haystack):
+                    return t
+        best, best_rank = None, None
+        for depth, level in enumerate(levels):
+            for t in level:
+                if not t.cues and t.applies_to(severity, sentiment):
+                    rank = (t.specificity, -depth)
+                    if best_rank is None or rank > best_rank:
+                        best, best_rank = t, rank
+        return best  # the sub-case's default always applies
+
+    def suggest(self, category: str, severity: str, sentiment: str, text: str, subcase: SubcaseChoice,
+                ranked_subcases: list[tuple[str, float]] | None = None, answers: list[AnswerMatch] | None = None,
+                slots: Mapping[str, str | None] | None = None, count: int = 3,
+                answer_floor: float = float("-inf")) -> SuggestedReply:
+        """The best reply and up to ``count - 1`` alternatives: answer-library matches of at least ``answer_floor``
+        first (a question answered beats a template), then the template of the chosen sub-case, then the other
+        matches, then the templates of the next most probable sub-cases of the category, then the category's
+        ``other``. In an emergency (severity critical) the safety script goes first."""
+        _check_label("category", category)
+        options: list[ReplyOption] = []
+        seen: set[str] = set()
+
+        def add(source: str, sub: str, template_text: str) -> None:
+            if source not in seen and len(options) < count:
+                seen.add(source)
+                options.append(ReplyOption(source, sub, self.render(template_text, slots or {})))
+
+        # An emergency's safety script goes before any answer.
+        first = self.template_for(subcase.key, severity, sentiment, text)
+        if severity == "critical":
+            add(first.id, subcase.key, first.text)
+        for match in answers or []:
+            if match.similarity >= answer_floor:
+                add(match.entry.source, match.entry.subcase, match.entry.answer)
+        add(first.id, subcase.key, first.text)
+        for match in answers or []:
+            add(match.entry.source, match.entry.subcase, match.entry.answer)
+        for key, _ in ranked_subcases or []:
+            if key != subcase.key:
+                t = self.template_for(key, severity, sentiment, text)
+                add(t.id, key, t.text)
+        other = f"{category}.{OTHER}"
+        t = self.template_for(other, severity, sentiment, text)
+        add(t.id, other, t.text)
+        return SuggestedReply(options[0], tuple(options[1:]))
 
     def render(self, template_text: str, slots: Mapping[str, str | None]) -> str:
         return _render(_parse(template_text), _known_slots(slots))

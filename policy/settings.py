@@ -27,6 +27,10 @@ class Settings(BaseSettings):
     model_dir: Path | None = Field(None, description="Trained model folder; unset means the embedded default.")
     sla_policy: Path | None = Field(None, description="SLA policy TOML; unset means data/sla_policy.toml.")
     reply_templates: Path | None = Field(None, description="Reply template TOML; unset means data/reply_templates.toml.")
+    answer_library: Path | None = Field(None, description="Answer library TOML; unset means data/answer_library.toml.")
+    subcase_min_probability: float = Field(
+        0.3, ge=0.0, le=1.0, description="The sub-case head's probability (within the decided category) under which "
+        "the reply's sub-case comes from the keyword cues of data/subcases.toml instead.")
     decision_policy: Path | None = Field(
         None, description="Decision policy TOML (costs, stacker, thresholds, automation levels); unset means the "
         "model folder's decision_policy.toml when it has one, else data/decision_policy.toml.")

@@ -5,7 +5,7 @@ The policy (deadline table and working calendar) lives in ``data/sla_policy.toml
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, datetime, time, timedelta, timezone
 from pathlib import Path
 from typing import Any, Literal
@@ -92,6 +92,13 @@ class SlaDeadlines:
     timezone: str
     escalate_immediately: bool
     note: str
+
+    def capped_at(self, deadline: datetime) -> "SlaDeadlines":
+        """These deadlines, none later than ``deadline`` (one the customer stated); the rule says so when it bites."""
+        if deadline >= self.first_response_due and deadline >= self.resolution_due:
+            return self
+        return replace(self, first_response_due=min(self.first_response_due, deadline),
+                       resolution_due=min(self.resolution_due, deadline), rule=f"{self.rule}+customer_deadline")
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -17,10 +17,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
+from helpdesk_triage.policy.answer_library import AnswerIndex, AnswerLibrary
+from helpdesk_triage.policy.customer_deadline import stated_deadline
 from helpdesk_triage.policy.decision_policy import DecisionPolicy, Decisions, HeadDecision
 from helpdesk_triage.policy.keyword_rules import KeywordRules
 from helpdesk_triage.policy.labels import HEADS, LABELS
@@ -89,16 +91,37 @@ class HeadResult(BaseModel):
 class SlaResult(BaseModel):
     first_response_due: str
     resolution_due: str
-    rule: str
+    rule: str = Field(..., description="The SLA rule; '+customer_deadline' when a deadline stated in the message capped it.")
+    customer_deadline: str | None = Field(None, description="A deadline the customer stated (明天要用 …), when one was read.")
     clock: str = Field(..., description="How the first-response window is counted: business (working hours) or calendar.")
     resolution_clock: str = Field(..., description="How the resolution window is counted: business or calendar.")
     timezone: str
     escalate_immediately: bool
 
 
-class ReplyResult(BaseModel):
-    template_id: str
+class SubcaseResult(BaseModel):
+    code: str = Field(..., description="The sub-case of data/subcases.toml, as <category>.<code>, e.g. B.invoice.")
+    name: str
+    probability: float | None = Field(..., description="The model's probability of it within the decided category; "
+                                      "null when the model has no sub-case output (keyword rules, an older model).")
+    decided_by: Literal["model", "cue", "fallback"] = Field(
+        ..., description="model: the sub-case head was sure enough; cue: a keyword of data/subcases.toml; "
+        "fallback: the category's 'other'.")
+
+
+class ReplyOptionResult(BaseModel):
+    source: str = Field(..., description="A template id of data/reply_templates.toml, or answer:<id> of data/answer_library.toml.")
+    subcase: str
     text: str
+
+
+class ReplyResult(BaseModel):
+    template_id: str = Field(..., description="The same as source (kept for older clients).")
+    source: str = Field(..., description="A template id of data/reply_templates.toml, or answer:<id> of data/answer_library.toml.")
+    subcase: SubcaseResult
+    text: str
+    answer_similarity: float | None = Field(None, description="Cosine similarity of the matched library question, when source is an answer.")
+    alternatives: list[ReplyOptionResult] = Field(..., description="The next best replies (up to two), for one-click choice.")
 
 
 class TriageResponse(BaseModel):
@@ -129,6 +152,7 @@ class Classification:
     model_version: str
     degraded_reason: str | None  # None when the model answered; else why the keyword rules did
     over_window: list[bool]  # the model saw only the start of the text (token window)
+    embed: Callable[[list[str]], Any] | None = None  # the model's text embedding (for the answer library), if any
 
 
 @dataclass(frozen=True)
@@ -159,6 +183,8 @@ class TriagePolicy:
     review: ReviewRules
     max_text_chars: int
     decisions: DecisionPolicy
+    answers: AnswerLibrary
+    subcase_min_probability: float = 0.3
 
     @classmethod
     def load(cls, settings: Settings | None = None, model_dir: str | Path | None = None) -> "TriagePolicy":
@@ -167,14 +193,18 @@ class TriagePolicy:
         settings = settings or Settings()
         return cls.from_files(settings.sla_policy, settings.reply_templates, settings.review_threshold,
                               settings.review_margin, settings.max_text_chars,
-                              DecisionPolicy.for_model(model_dir or settings.model_dir, settings.decision_policy))
+                              DecisionPolicy.for_model(model_dir or settings.model_dir, settings.decision_policy),
+                              settings.answer_library, settings.subcase_min_probability)
 
     @classmethod
     def from_files(cls, sla_policy: str | Path | None, reply_templates: str | Path | None, review_threshold: float,
-                   review_margin: float, max_text_chars: int, decisions: DecisionPolicy | None = None) -> "TriagePolicy":
-        return cls(SlaPolicy.load(sla_policy), ReplyTemplateLibrary.load(reply_templates),
+                   review_margin: float, max_text_chars: int, decisions: DecisionPolicy | None = None,
+                   answer_library: str | Path | None = None, subcase_min_probability: float = 0.3) -> "TriagePolicy":
+        replies = ReplyTemplateLibrary.load(reply_templates)
+        return cls(SlaPolicy.load(sla_policy), replies,
                    ReviewRules(review_threshold, review_margin, KeywordRules.load().critical_cue), max_text_chars,
-                   decisions or DecisionPolicy.load())
+                   decisions or DecisionPolicy.load(), AnswerLibrary.load(answer_library, replies.check_reply_text),
+                   subcase_min_probability)
 
     def prepare(self, request: TriageRequest, now: datetime, field_prefix: str = "") -> Prepared:
         """Normalise and check one message (InvalidInput names the field: ``items.3.text``)."""
@@ -185,31 +215,57 @@ class TriagePolicy:
         cut = normalize_text(full, max_chars=self.max_text_chars)
         return Prepared(request, full, cut.text, cut.truncated, _received_at(request, now, field_prefix))
 
-    def decide(self, item: Prepared, decided: Decisions, result: Classification, over_window: bool) -> TriageResponse:
-        """The answer for one message from its decided labels (:meth:`DecisionPolicy.decide` over the batch)."""
+    def decide(self, item: Prepared, decided: Decisions, result: Classification, over_window: bool,
+               prediction: TextPrediction | None = None, answer_index: AnswerIndex | None = None) -> TriageResponse:
+        """The answer for one message from its decided labels (:meth:`DecisionPolicy.decide` over the batch);
+        ``prediction`` (the model's own, with the sub-case distribution and the embedding) and ``answer_index``
+        choose the reply."""
         labels = decided.labels()
+        category = labels["category"]
         reasons = self.review.reasons(decided.as_prediction(), result.degraded_reason, item.model_text)
         reasons += [f"routing: {head} {d.label} is for review (p={d.probability:.2f})"
                     for head, d in decided.heads.items() if d.routing == "review" and head != "sentiment"]
-        sla = self.sla.deadlines(labels["category"], labels["severity"], item.received_at)
+        sla = self.sla.deadlines(category, labels["severity"], item.received_at)
+        stated = stated_deadline(item.model_text, item.received_at.astimezone(self.sla.calendar.timezone))
+        if stated is not None:
+            capped = sla.capped_at(stated)
+            if capped is not sla:
+                reasons.append(f"customer deadline {_chinese_time(stated)} is earlier than the SLA")
+            sla = capped
         request = item.request
+        scores = prediction.subcases if prediction is not None else None
+        subcase = self.replies.taxonomy.choose(category, item.model_text, scores, self.subcase_min_probability)
+        answers = []
+        if answer_index is not None and prediction is not None and labels["sentiment"] != "positive":
+            answers = answer_index.matches(prediction.embedding, item.model_text, category, scores)
         reply = self.replies.suggest(
-            labels["category"], labels["severity"], labels["sentiment"], item.model_text,
+            category, labels["severity"], labels["sentiment"], item.model_text, subcase,
+            ranked_subcases=self.replies.taxonomy.ranked(category, scores), answers=answers,
+            answer_floor=self.answers.min_similarity,
             slots={
                 "customer_name": request.customer_name,
                 "order_id": request.order_id,
                 "first_response_due": _chinese_time(sla.first_response_due),
+                "resolution_due": _chinese_time(sla.resolution_due),
             },
         )
+        similarity = next((m.similarity for m in answers if m.entry.source == reply.best.source), None)
         return TriageResponse(
             id=request.id or uuid.uuid4().hex,
             model_version=result.model_version,
             **{head: _head_result(head, decided.heads[head]) for head in HEADS},
             needs_human_review=bool(reasons),
             review_reasons=reasons,
-            sla=SlaResult(**{k: v for k, v in sla.to_dict().items() if k in SlaResult.model_fields}),
-            queue=LABELS.queue_for(labels["category"], labels["severity"]),
-            reply=ReplyResult(template_id=reply.template_id, text=reply.text),
+            sla=SlaResult(**{k: v for k, v in sla.to_dict().items() if k in SlaResult.model_fields},
+                          customer_deadline=stated.isoformat() if stated is not None else None),
+            queue=LABELS.queue_for(category, labels["severity"]),
+            reply=ReplyResult(
+                template_id=reply.best.source, source=reply.best.source, text=reply.best.text,
+                subcase=SubcaseResult(code=reply.best.subcase, name=self.replies.taxonomy.get(reply.best.subcase).name,
+                                      probability=_rounded(dict(self.replies.taxonomy.ranked(category, scores)).get(reply.best.subcase)),
+                                      decided_by=subcase.decided_by if reply.best.subcase == subcase.key else "model"),
+                answer_similarity=similarity,
+                alternatives=[ReplyOptionResult(source=o.source, subcase=o.subcase, text=o.text) for o in reply.alternatives]),
             truncated=item.cut or over_window,
             degraded=result.degraded_reason is not None,
         )
@@ -220,7 +276,7 @@ def classify_with(model: Classifier) -> Callable[[list[str]], Classification]:
 
     def classify(texts: list[str]) -> Classification:
         predictions = model.predict(texts) if texts else []
-        return Classification(predictions, model.version, None, over_window(model, texts))
+        return Classification(predictions, model.version, None, over_window(model, texts), getattr(model, "embed", None))
 
     return classify
 
@@ -245,7 +301,8 @@ def decide(requests: Sequence[TriageRequest], classify: Callable[[list[str]], Cl
         raise RuntimeError(f"the model returned {len(result.predictions)} predictions for {len(prepared)} texts")
     decided = policy.decisions.decide(result.predictions, [p.model_text for p in prepared], result.model_version,
                                       degraded=result.degraded_reason is not None)
-    return [Decision(p, prediction, policy.decide(p, d, result, over))
+    index = policy.answers.index(result.model_version, result.embed) if result.degraded_reason is None else None
+    return [Decision(p, prediction, policy.decide(p, d, result, over, prediction, index))
             for p, prediction, d, over in zip(prepared, result.predictions, decided, result.over_window)]
 
 
@@ -269,6 +326,10 @@ def _received_at(request: TriageRequest, now: datetime, field_prefix: str) -> da
     if not EARLIEST_RECEIVED_AT <= received_at < LATEST_RECEIVED_AT:
         raise InvalidInput("invalid_timestamp", "received_at must lie between 1970 and 2200", field)
     return received_at
+
+
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(value, 4)
 
 
 def _chinese_time(moment: datetime) -> str:

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 from pydantic import ValidationError
 
@@ -30,6 +32,7 @@ from helpdesk_triage.model.onnx_backend import (
 )
 from helpdesk_triage.model.onnx_export import build_onnx_model
 from helpdesk_triage.policy.prediction import TextPrediction
+from helpdesk_triage.policy.sla import parse_timestamp
 
 HEADS = ("category", "severity", "sentiment")
 
@@ -320,3 +323,72 @@ def test_the_service_loads_the_runtime_its_settings_name(monkeypatch):
         service.load_model()
         service.close()
     assert asked == ["torch", "onnx-int8"]  # the service passes its settings' runtime to the loader
+
+
+# --------------------------------------------------------------------------------------------
+# sub-cases, the answer library and the reply (issue 16)
+# --------------------------------------------------------------------------------------------
+
+RECEIVED = "2026-03-10T10:00:00+08:00"
+
+
+def test_the_embedded_model_predicts_a_calibrated_sub_case_distribution_and_an_embedding(fast):
+    from helpdesk_triage.policy.subcases import SubcaseTaxonomy
+
+    prediction = fast.predict(["发票抬头开错了，能重开吗"])[0]
+    assert set(prediction.subcases) == set(SubcaseTaxonomy.load().keys)
+    assert sum(prediction.subcases.values()) == pytest.approx(1.0, abs=1e-6)
+    assert max(prediction.subcases, key=prediction.subcases.get).startswith("B.invoice")
+    assert prediction.embedding.shape == (384,)
+    assert float(np.linalg.norm(prediction.embedding)) == pytest.approx(1.0, abs=1e-4)
+    assert np.allclose(fast.embed(["发票抬头开错了，能重开吗"])[0], prediction.embedding, atol=1e-5)
+
+
+def test_a_policy_question_gets_the_library_answer_and_two_alternatives(fast):
+    answer = fast.triage(["能七天无理由退货吗"], RECEIVED)[0]
+    assert answer.reply.source.startswith("answer:")
+    assert answer.reply.template_id == answer.reply.source
+    assert answer.reply.answer_similarity >= 0.8
+    assert "7天无理由" in answer.reply.text
+    assert answer.reply.subcase.code == "A.policy"
+    assert len(answer.reply.alternatives) == 2
+    assert len({answer.reply.source, *(a.source for a in answer.reply.alternatives)}) == 3
+
+
+def test_praise_gets_thanks_not_an_answer(fast):
+    answer = fast.triage(["东西很好，物流很快，五星好评！"], RECEIVED)[0]
+    assert answer.sentiment.label == "positive"
+    assert not answer.reply.source.startswith("answer:")
+    assert "感谢" in answer.reply.text and "抱歉" not in answer.reply.text
+
+
+def test_a_health_emergency_gets_the_health_script(fast):
+    answer = fast.triage(["昨天吃了你们家的外卖，全家拉肚子，现在在医院"], RECEIVED)[0]
+    assert answer.severity.label == "critical"
+    assert answer.reply.source == "any.any.health"
+    assert "就医" in answer.reply.text and "断开电源" not in answer.reply.text
+
+
+def test_every_time_in_a_reply_is_a_deadline_of_the_same_answer(fast):
+    """One source for promises: the times a reply states are the SLA's first-response or resolution deadline."""
+    answers = fast.triage(MESSAGES, "2026-03-10T20:30:00+08:00")
+    for answer in answers:
+        for text in [answer.reply.text, *(a.text for a in answer.reply.alternatives)]:
+            stated = re.findall(r"\d+月\d+日\d{2}:\d{2}", text)
+            due = {_chinese(answer.sla.first_response_due), _chinese(answer.sla.resolution_due)}
+            assert set(stated) <= due, (text, due)
+            assert not re.search(r"\d+\s*(小时|分钟)内", text), text
+
+
+def test_a_stated_deadline_caps_the_sla_and_the_reply(fast):
+    answer = fast.triage(["快递到哪了？明天要用，麻烦快点"], "2026-03-10T20:30:00+08:00")[0]
+    assert answer.sla.customer_deadline == "2026-03-11T09:00:00+08:00"
+    assert answer.sla.rule.endswith("+customer_deadline")
+    assert parse_timestamp(answer.sla.resolution_due) <= parse_timestamp("2026-03-11T09:00:00+08:00")
+    assert any(reason.startswith("customer deadline") for reason in answer.review_reasons)
+    assert "3月11日09:00" in answer.reply.text or "3月11日" not in answer.reply.text
+
+
+def _chinese(timestamp: str) -> str:
+    moment = parse_timestamp(timestamp)
+    return f"{moment.month}月{moment.day}日{moment:%H:%M}"

@@ -40,6 +40,14 @@ def sha256_text(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
+HALVES = ("fit", "measure")
+
+
+def half_of(text: str) -> str:
+    """The half a text falls in by its hash: a split that never moves when rows are added or reordered."""
+    return HALVES[int(sha256_text(text)[:8], 16) % 2]
+
+
 def iter_customer_texts(corpus_dir: str | Path) -> Iterator[tuple[dict, str, str]]:
     """(ref, text, source) for every customer text of the corpora present in ``corpus_dir``: the texts
     training.weak_labels reads, with where they stand. Not de-duplicated."""
@@ -161,6 +169,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, required=True, help="labelled JSONL to write (text, labels, source, ref)")
     parser.add_argument("--split", default=None, metavar="NAME",
                         help="only the rows whose `split` is NAME (e.g. validation in data/annotated_corpus.jsonl)")
+    parser.add_argument("--half", choices=HALVES, default=None,
+                        help="only one half of the rows, by text hash: 'fit' (may be trained on, e.g. by the sub-case "
+                             "head) or 'measure' (kept for measuring: the sub-case F1 and the judged reply set)")
     args = parser.parse_args(argv)
     try:
         rows = resolve_refs(args.corpus, args.refs)
@@ -168,6 +179,8 @@ def main(argv: list[str] | None = None) -> int:
             rows = [row for row in rows if row.get("split") == args.split]
             if not rows:
                 raise CorpusRefError(f"{args.refs}: no row has split {args.split!r}")
+        if args.half is not None:
+            rows = [row for row in rows if half_of(row["text"]) == args.half]
         write_rows(rows, args.out)
     except (CorpusRefError, OSError) as exc:
         print(f"corpus_refs: error: {exc}", file=sys.stderr)

@@ -22,7 +22,7 @@ from pathlib import Path
 from helpdesk_triage.policy.labels import HEADS
 from helpdesk_triage.policy.text_normalization import normalize
 from helpdesk_triage.training.augmentation import augmented_rows
-from helpdesk_triage.training.corpus_refs import measuring_texts, resolve_refs, write_rows
+from helpdesk_triage.training.corpus_refs import half_of, measuring_texts, resolve_refs, write_rows
 from helpdesk_triage.training.dataset_io import load_labelled, stratified_split
 from helpdesk_triage.training.dev_split import split as split_dev
 from helpdesk_triage.training.pipeline import train_from_files
@@ -118,10 +118,27 @@ def main(argv: list[str] | None = None) -> int:
                              repeat={str(train_file): args.real_repeat},
                              corpus_dir=args.corpus, corpus_rows=args.corpus_rows, corpus_exclude=held_out_texts,
                              transformer_from=args.transformer_from, soup_with=args.soup_with)
+            if args.corpus is not None and args.annotated_corpus:
+                _fit_subcase_head(args.corpus, Path(args.out))
         except (ValueError, FileNotFoundError) as error:
             print(f"error: {error}", file=sys.stderr)
             return 2
     return 0
+
+
+def _fit_subcase_head(corpus: Path, out: Path) -> None:
+    """The sub-case head of the new model, on the annotated train split and the validation split's fit half (the
+    measure half measures it: ``corpus_refs --half measure``)."""
+    from helpdesk_triage.model import TriageModel
+    from helpdesk_triage.training.subcase_training import fit_subcase_head, write_card_section
+
+    rows = [row for row in resolve_refs(corpus, ANNOTATED_CORPUS) if row.get("subcase")
+            and (row.get("split") == "train" or (row.get("split") == "validation" and half_of(row["text"]) == "fit"))]
+    head = fit_subcase_head(TriageModel.load(out), [r["text"] for r in rows],
+                            [f"{r['category']}.{r['subcase']}" for r in rows], say=lambda m: print(m, file=sys.stderr))
+    head.save(out)
+    write_card_section(out, head)
+    print(f"sub-case head: {len(rows)} rows", file=sys.stderr)
 
 
 def _refs_file(corpus: Path, refs: Path, held_out_texts: list[str], labelled_texts: list[str], tmp: Path,
