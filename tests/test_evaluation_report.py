@@ -476,3 +476,76 @@ def test_cli_evaluate_bad_cost_file_and_bad_data_row(tmp_path, data_file, fake_l
     assert main(["evaluate", "--data", str(bad), "--out", str(tmp_path / "o")]) == 2
     assert "bad.jsonl: row 2: severity" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+class SubcaseFake(FakeClassifier):
+    """The fake answers with a sub-case distribution: the first sub-case of the predicted category."""
+
+    def predict(self, texts):
+        from dataclasses import replace
+
+        from helpdesk_triage.policy.subcases import SubcaseTaxonomy
+
+        keys = SubcaseTaxonomy.load().keys
+        out = []
+        for p in super().predict(texts):
+            first = next(k for k in keys if k.startswith(p.category.label + "."))
+            out.append(replace(p, subcases={k: (0.9 if k == first else 0.1 / (len(keys) - 1)) for k in keys}))
+        return out
+
+
+def test_evaluate_reports_sub_case_f1_and_judged_reply_fit(tmp_path):
+    from helpdesk_triage.policy.subcases import SubcaseTaxonomy
+    from helpdesk_triage.policy.triage import TriageRequest, triage
+
+    model = SubcaseFake("fake-new", MODEL)
+    received = "2026-03-10T10:00:00+08:00"
+    first = {c: next(k for k in SubcaseTaxonomy.load().keys if k.startswith(c + ".")).split(".")[1] for c in "ABCD"}
+    rows = []
+    for n, (text, cat, sev, sent, _) in enumerate(ROWS):
+        current = triage([TriageRequest(text=text, received_at=received)], model=model)[0].reply.text
+        rows.append({"text": text, "category": cat, "severity": sev, "sentiment": sent,
+                     "subcase": first[cat] if n % 2 == 0 else "other", "received_at": received,
+                     "reply_verdict": ("good", "partial", "wrong")[n % 3],
+                     "judged_reply": current if n < 6 else "an older reply"})
+    data = write_jsonl(tmp_path / "judged.jsonl", rows)
+    results = run_evaluation(model, [data], tmp_path / "r", log=lambda m: None)
+    m = results["model fake-new"]
+    sub = m["subcases"]
+    assert sub["n"] == len(ROWS)
+    given = [(first[c] if n % 2 == 0 else "other") for n, (_, c, *_) in enumerate(ROWS)]
+    assert sub["given_category"]["accuracy"] == pytest.approx(sum(g != "other" for g in given) / len(ROWS))
+    fit = m["reply_fit"]
+    assert fit["overall"]["n"] == len(ROWS)
+    assert fit["overall"]["good"] == sum(n % 3 == 0 for n in range(len(ROWS)))
+    assert fit["stale"] == len(ROWS) - 6 and fit["current"]["n"] == 6
+    assert set(fit["by_category"]) == {c for _, c, *_ in ROWS}
+    report = (tmp_path / "r" / "report.md").read_text(encoding="utf-8")
+    assert "## Sub-cases and replies" in report and "still the same reply" in report
+
+
+def test_reply_judging_agreement_and_record(tmp_path):
+    from helpdesk_triage.evaluation import reply_judging
+
+    replied = [{"item": f"r{i:03d}", "text": f"消息{i}", "ref": {"corpus": "x", "line": i}, "stratum": "uniform",
+                "subcase": "other", "category": "A", "severity": "low", "sentiment": "neutral", "model_version": "m",
+                "reply": f"回复{i}", "source": "A.other.default", "reply_subcase": "A.other",
+                "predicted": {"category": "A"}} for i in range(4)]
+    packs = reply_judging.pack(replied, "a", 0)
+    assert sorted(r["item"] for half in packs for r in half) == [f"a-r{i:03d}" for i in range(4)]
+    assert all(set(r) == {"item", "received_at", "message", "reply"} for half in packs for r in half)
+    pack_files = [write_jsonl(tmp_path / f"pack{n}.jsonl", half) for n, half in enumerate(packs)]
+    a = write_jsonl(tmp_path / "a.jsonl", [{"item": f"a-r{i:03d}", "verdict": v} for i, v in enumerate(["good", "good", "wrong", "partial"])])
+    b = write_jsonl(tmp_path / "b.jsonl", [{"item": f"a-r{i:03d}", "verdict": v} for i, v in enumerate(["good", "partial", "wrong", "partial"])])
+    figures, disagreements = reply_judging.agreement(pack_files, [a], [b])
+    assert figures["agreement"] == 0.75 and [d["item"] for d in disagreements] == ["a-r001"]
+    with pytest.raises(ValueError, match="a-r001: the judges disagree"):
+        reply_judging.record(replied, "a", [a], [b], None, "after")
+    adj = write_jsonl(tmp_path / "adj.jsonl", [{"item": "a-r001", "verdict": "partial", "problems": ["generic"]}])
+    rows = reply_judging.record(replied, "a", [a], [b], adj, "after")
+    assert [r["reply_verdict"] for r in rows] == ["good", "partial", "wrong", "partial"]
+    assert rows[1]["verdicts"] == {"judge_a": "good", "judge_b": "partial", "adjudicated": "partial"}
+    assert all("text" not in r and r["sha256"] for r in rows)
+    bad = write_jsonl(tmp_path / "bad.jsonl", [{"item": "a-r000", "verdict": "fine"}])
+    with pytest.raises(ValueError, match="bad.jsonl:1: verdict 'fine'"):
+        reply_judging.agreement(pack_files, [bad], [b])
