@@ -32,6 +32,10 @@ class TriageMetrics:
         self.decisions = Counter("triage_decisions", "Decided labels per head by what decided them (threshold, cue, cost, "
                                  "argmax) and routing (auto, review): the decision policy at work.",
                                  ["head", "decided_by", "routing"], registry=r)
+        self.replies = Counter("triage_replies", "Suggested replies by kind (answer: the answer library, emergency: a "
+                               "safety script, template) and how the sub-case was chosen (model, cue, fallback): the "
+                               "answer library's hit rate is replies{kind=answer} / triaged.", ["kind", "subcase_by"],
+                               registry=r)
         self.triaged = Counter("triage_triaged", "Messages triaged (single and batch items).", registry=r)
         self.review = Counter("triage_review", "Triaged messages flagged needs_human_review "
                               "(review rate = triage_review_total / triage_triaged_total).", registry=r)
@@ -57,6 +61,9 @@ class TriageMetrics:
                 result = getattr(response, head)
                 self.predictions.labels(head=head, label=result.label).inc()
                 self.decisions.labels(head=head, decided_by=result.decided_by, routing=result.routing).inc()
+            source = response.reply.source
+            kind = "answer" if source.startswith("answer:") else "emergency" if source.startswith("any.") else "template"
+            self.replies.labels(kind=kind, subcase_by=response.reply.subcase.decided_by).inc()
 
     def observe_degraded(self, reason: str, count: int = 1) -> None:
         self.degraded.labels(reason=reason).inc(count)

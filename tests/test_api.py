@@ -450,6 +450,10 @@ def test_metrics_count_requests_labels_reviews_and_rejections():
     assert metric(text, "triage_decisions_total", head="category", decided_by="argmax", routing="auto") == 0
     assert metric(text, "triage_degraded_total", reason="no_model") == 3
     assert metric(text, "triage_rejected_total", reason="too_large") == 1
+    # the rules have no sub-case head: the critical allergy gets the emergency script, the others a cue's template
+    assert metric(text, "triage_replies_total", kind="emergency", subcase_by="cue") == 1
+    assert sum(metric(text, "triage_replies_total", kind="template", subcase_by=by) for by in ("cue", "fallback")) == 2
+    assert metric(text, "triage_replies_total", kind="answer", subcase_by="model") == 0
 
 
 def test_the_api_answer_says_per_head_what_decided_and_the_sla_follows_the_decision():
