@@ -134,6 +134,12 @@ def run_serve(args: argparse.Namespace) -> int:
         # The app is built from the environment in each worker process, so the choice travels there.
         os.environ["TRIAGE_MODEL_DIR"] = str(args.model.resolve())
     settings = load_settings()
+    from helpdesk_triage.policy.triage import TriagePolicy
+
+    try:  # the desk's files (SLA policy, templates, answer library, decision policy): checked before any worker starts
+        TriagePolicy.load(settings)
+    except (OSError, ValueError) as exc:
+        raise CliError(" ".join(str(exc).split())[:500]) from exc
     run_server("helpdesk_triage.api.main:app", settings, host=args.host, port=args.port, workers=args.workers)
     return 0
 

@@ -153,6 +153,20 @@ def test_serve_rejects_bad_arguments_and_settings(monkeypatch, capsys, tmp_path)
     assert "invalid settings: TRIAGE_MAX_BATCH_ITEMS" in err and len(err.strip().splitlines()) == 1
 
 
+def test_serve_checks_the_desks_files_before_starting(monkeypatch, capsys, tmp_path):
+    library = tmp_path / "answers.toml"
+    library.write_text('min_similarity = 0.7\nmin_alternative_similarity = 0.6\nlexical_weight = 0.3\n'
+                       'min_subcase_probability = 0.3\n[[answer]]\nid = "x"\ncategory = "A"\nsubcase = "nope"\n'
+                       'questions = ["有货吗"]\nanswer = "您好，有货。"\n', encoding="utf-8")
+    monkeypatch.setenv("TRIAGE_ANSWER_LIBRARY", str(library))
+    assert main(["serve"]) == 2
+    err = capsys.readouterr().err
+    assert "answer x: sub-case 'A.nope' is not in data/subcases.toml" in err and len(err.strip().splitlines()) == 1
+    monkeypatch.setenv("TRIAGE_ANSWER_LIBRARY", str(tmp_path / "missing.toml"))
+    assert main(["serve"]) == 2
+    assert "no such answer library file" in capsys.readouterr().err
+
+
 def triaged_store(tmp_path, store_raw_text: bool = False) -> str:
     from fastapi.testclient import TestClient
 
