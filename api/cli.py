@@ -75,10 +75,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     evaluate = sub.add_parser("evaluate", help="measure a model and the baselines on labelled data; write a report")
     evaluate.add_argument("--data", type=Path, action="append", required=True, help="labelled JSONL/CSV (repeatable): text + any of category/severity/sentiment; rows with usable=false are skipped")
-    evaluate.add_argument("--model", type=Path, default=None, help="model folder (default: the embedded model)")
+    evaluate.add_argument("--model", type=Path, default=None, help="model folder, or `default` for the embedded model (the default)")
     evaluate.add_argument("--out", type=Path, required=True, help="report folder: metrics.json, policy_metrics.json, baselines.json, comparison.json, report.md, report.html, plots/ (created; a previous report there is overwritten)")
     evaluate.add_argument("--train", type=Path, action="append", default=[], help="training data for the TF-IDF baseline (repeatable; without it that baseline is skipped)")
-    evaluate.add_argument("--compare", type=Path, default=None, metavar="DIR2", help="a second model folder: evaluated on the same rows, with bootstrap CIs and paired significance tests")
+    evaluate.add_argument("--compare", type=Path, default=None, metavar="DIR2", help="a second model folder (`default`: the embedded model): evaluated on the same rows, with bootstrap CIs and paired significance tests")
     evaluate.add_argument("--slice-by", default=None, metavar="COLUMN", help="report figures per value of this field of the data rows (e.g. source, channel)")
     evaluate.add_argument("--costs", type=Path, default=None, metavar="FILE", help="routing cost matrix TOML (default: data/routing_costs.toml)")
     evaluate.add_argument("--bootstrap", type=int, default=1000, metavar="N", help="bootstrap resamples and permutation-test swaps for --compare (default 1000, fixed seed)")
@@ -285,7 +285,7 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
-    from helpdesk_triage.evaluation.evaluate import run_evaluation
+    from helpdesk_triage.evaluation.evaluate import TrainOverlapError, run_evaluation
     from helpdesk_triage.policy.decision_policy import DecisionPolicy, DecisionPolicyError
     from helpdesk_triage.evaluation.routing_impact import CostMatrixError, RoutingCosts
     from helpdesk_triage.evaluation.slices import SliceColumnError, check_slice_name
@@ -301,11 +301,11 @@ def run_evaluate(args: argparse.Namespace) -> int:
         if args.slice_by is not None:
             check_slice_name(args.slice_by)
         settings = load_settings()
-        classifier, _ = load_classifier(args.model, settings.runtime, settings.cache_dir)
+        classifier, _ = load_classifier(_model_arg(args.model), settings.runtime, settings.cache_dir)
         compare = None
         if args.compare is not None:
             try:
-                compare, _ = load_classifier(args.compare, settings.runtime, settings.cache_dir)
+                compare, _ = load_classifier(_model_arg(args.compare), settings.runtime, settings.cache_dir)
             except (FileNotFoundError, ValueError) as exc:
                 raise CliError(f"--compare {args.compare}: {exc}") from exc
         decisions = None
@@ -314,9 +314,19 @@ def run_evaluate(args: argparse.Namespace) -> int:
         run_evaluation(classifier, args.data, args.out, train_paths=args.train, log=lambda m: print(m, file=sys.stderr),
                        compare=compare, slice_by=args.slice_by, costs_path=args.costs, n_bootstrap=args.bootstrap,
                        robustness=args.robustness, decision_policy=decisions)
-    except (DataValidationError, FileNotFoundError, CostMatrixError, SliceColumnError, DecisionPolicyError) as exc:
+    except (DataValidationError, FileNotFoundError, CostMatrixError, SliceColumnError, DecisionPolicyError,
+            TrainOverlapError) as exc:
         raise CliError(str(exc)) from exc
     return 0
+
+
+def _model_arg(value: Path | None) -> Path | None:
+    """``default`` names the embedded model (unless a folder of that name is here)."""
+    if value is not None and str(value) == "default" and not value.exists():
+        from helpdesk_triage.model.folder import DEFAULT_MODEL_DIR
+
+        return DEFAULT_MODEL_DIR
+    return value
 
 
 def run_tune_policy(args: argparse.Namespace) -> int:

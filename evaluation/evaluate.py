@@ -58,6 +58,10 @@ OUTPUT_FILES = ("metrics.json", "baselines.json", "comparison.json", "report.md"
 # --------------------------------------------------------------------------------------------
 
 
+class TrainOverlapError(ValueError):
+    """The ``--train`` rows are all among the evaluated rows."""
+
+
 def _truth(ds) -> dict[str, list[str | None]]:
     return {head: list(ds[head]) for head in HEADS}
 
@@ -180,8 +184,9 @@ def run_evaluation(
     greetings, emoji, typos, pinyin, full-width, Traditional characters …): the figures go to
     ``metrics.json`` under ``"robustness"`` and to a section of the report.
 
-    Raises ``DataValidationError`` (bad data files), ``CostMatrixError`` (bad ``costs_path``) or
-    ``SliceColumnError`` (no row has the ``slice_by`` field) before anything is written.
+    Raises ``DataValidationError`` (bad data files), ``CostMatrixError`` (bad ``costs_path``), ``SliceColumnError``
+    (no row has the ``slice_by`` field) or ``TrainOverlapError`` (every training row is evaluated) before anything is
+    written.
     With ``decision_policy`` the model's decided labels (``policy.decision_policy``: expected cost, the rules' evidence,
     thresholds, automation levels) are scored as a second row beside its most probable labels, with the share of rows
     routed automatically and their accuracy.
@@ -207,6 +212,12 @@ def run_evaluation(
     if train_paths:
         train_ds, _ = load_labelled([str(p) for p in train_paths])
         train_ds, train_overlap = without_texts_of(train_ds, ds)
+        if len(train_ds) == 0:
+            raise TrainOverlapError(f"--train {', '.join(map(str, train_paths))}: every row's text is among the evaluated "
+                                    "rows (--data), so the TF-IDF baseline has nothing to learn from; give training "
+                                    "rows that are not evaluated")
+        if train_overlap:
+            log(f"note: {train_overlap} --train rows left out of the TF-IDF baseline: their text is among the evaluated rows")
     log(f"evaluating on {len(ds)} rows ({load_report.unusable_skipped} unusable skipped)")
 
     texts, truth = list(ds["text"]), _truth(ds)

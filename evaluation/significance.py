@@ -193,12 +193,14 @@ def compare_head(
         "n_resamples": n_resamples,
         "seed": seed,
         "alpha": alpha,
-        "significant": perm["p_value"] < alpha,
+        # Significant only when both tests say so: a verdict beside an interval that holds 0 would contradict it.
+        "significant": bool(perm["p_value"] < alpha and (boot["ci_low"] > 0 or boot["ci_high"] < 0)),
     }
 
 
 def verdict(head: str, result: dict, name_a: str, name_b: str) -> str:
-    """One plain sentence on the macro-F1 difference, decided by the permutation test at ``alpha``."""
+    """One plain sentence on the macro-F1 difference: significant when the permutation test is under ``alpha`` and the
+    bootstrap interval excludes 0."""
     pct = f"{result['alpha'] * 100:g}%"
     figures = (
         f"macro-F1 {result['macro_f1_a']:.3f} vs {result['macro_f1_b']:.3f},"

@@ -455,6 +455,7 @@ def test_evaluate_scores_the_decision_policy_beside_argmax(tmp_path, data_file, 
         (["--costs", "{tmp}/missing.toml"], "{tmp}/missing.toml: no such cost-matrix file"),
         (["--compare", "{tmp}"], "--compare {tmp}: "),
         (["--bootstrap", "0"], "--bootstrap must be a positive"),
+        (["--train", "{data}"], "every row's text is among the evaluated rows (--data)"),
     ],
 )
 def test_cli_evaluate_errors(tmp_path, data_file, fake_loader, capsys, extra, message):
@@ -549,3 +550,28 @@ def test_reply_judging_agreement_and_record(tmp_path):
     bad = write_jsonl(tmp_path / "bad.jsonl", [{"item": "a-r000", "verdict": "fine"}])
     with pytest.raises(ValueError, match="bad.jsonl:1: verdict 'fine'"):
         reply_judging.agreement(pack_files, [bad], [b])
+
+
+def test_cli_evaluate_names_the_embedded_model_default(tmp_path, data_file, monkeypatch, capsys):
+    from helpdesk_triage.model import triage_model
+    from helpdesk_triage.model.folder import DEFAULT_MODEL_DIR
+
+    seen = []
+
+    def load(path=None, runtime=None, cache_dir=None):
+        seen.append(path)
+        return FakeClassifier("fake-new", MODEL), False
+
+    monkeypatch.setattr(triage_model, "load_classifier", load)
+    monkeypatch.chdir(tmp_path)  # no folder called "default" here
+    assert main(["evaluate", "--data", str(data_file), "--out", str(tmp_path / "o"), "--model", "default",
+                 "--compare", "default", "--bootstrap", "20"]) == 0, capsys.readouterr().err
+    assert seen == [DEFAULT_MODEL_DIR, DEFAULT_MODEL_DIR]
+
+
+def test_cli_evaluate_drops_overlapping_training_rows_with_a_note(tmp_path, data_file, fake_loader, capsys):
+    train = _write_train(tmp_path / "train.jsonl")
+    both = write_jsonl(tmp_path / "both.jsonl", [json.loads(line) for line in train.read_text(encoding="utf-8").splitlines()]
+                       + [{"text": ROWS[0][0], "category": ROWS[0][1]}])
+    assert main(["evaluate", "--data", str(data_file), "--out", str(tmp_path / "o"), "--train", str(both)]) == 0
+    assert "note: 1 --train rows left out of the TF-IDF baseline" in capsys.readouterr().err

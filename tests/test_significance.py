@@ -194,3 +194,15 @@ def test_validation():
         paired_bootstrap(list("AB"), list("AB"), list("AB"), ABCD, n_resamples=0)
     with pytest.raises(ValueError, match="differ in length"):
         mcnemar_exact([True], [True, False])
+
+
+def test_a_significant_verdict_never_sits_beside_an_interval_holding_zero():
+    for seed in range(40):
+        y, a, b = _random_case(seed, n=25)
+        result = compare_head(y, a, b, ABCD, n_resamples=200, seed=seed)
+        if result["significant"]:
+            assert result["ci_low"] > 0 or result["ci_high"] < 0, result
+        elif result["permutation_p"] < result["alpha"]:
+            assert result["ci_low"] <= 0 <= result["ci_high"]  # the permutation test alone no longer decides
+        sentence = verdict("category", result, "m1", "m2")
+        assert ("significantly better" in sentence) == result["significant"]
