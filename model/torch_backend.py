@@ -96,7 +96,9 @@ class TorchBackend:
         return cls(net, AutoTokenizer.from_pretrained(base), config)
 
     def save_weights(self, folder: Path) -> None:
-        save_file(self.net.trained_state(self.config.trained_layers), str(folder / WEIGHTS_NAME))
+        path = folder / WEIGHTS_NAME
+        save_file(self.net.trained_state(self.config.trained_layers), str(path))
+        path.chmod(0o644)  # safetensors writes 0600; the folder is read by other users (a service account), as its other files
 
     def token_ids(self, normalized_texts: Sequence[str]) -> list[list[int]]:
         if not normalized_texts:

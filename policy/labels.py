@@ -19,6 +19,7 @@ class Label:
     description: str
     queue: str | None = None
     queue_override: str | None = None
+    aliases: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,16 @@ class LabelSchema:
                 return label
         raise ValueError(f"unknown {head} label {code!r}; expected one of {list(self.codes(head))}")
 
+    def resolve(self, head: str, value: str) -> str | None:
+        """The code a data file means by ``value``: the code in any case (``d``), the Chinese or English name
+        (``投诉不满``, ``complaint needing escalation``) or an alias (``complaint``); None when none matches."""
+        wanted = value.strip().casefold()
+        for label in self.labels(head):
+            names = (label.code, label.name_zh, label.name_en, *label.aliases)
+            if wanted in (n.casefold() for n in names):
+                return label.code
+        return None
+
     def is_valid(self, head: str, code: object) -> bool:
         return isinstance(code, str) and code in self.codes(head)
 
@@ -85,7 +96,7 @@ class LabelSchema:
 
 
 _REQUIRED = ("code", "name_zh", "name_en", "description")
-_OPTIONAL = ("queue", "queue_override")
+_OPTIONAL = ("queue", "queue_override", "aliases")
 
 
 def _parse_label(path: Path, head: str, entry: dict) -> Label:
@@ -95,7 +106,10 @@ def _parse_label(path: Path, head: str, entry: dict) -> Label:
     extra = set(entry) - set(_REQUIRED) - set(_OPTIONAL)
     if extra:
         raise ValueError(f"{path}: [[{head}]] {entry.get('code')!r} has unknown keys {sorted(extra)}")
-    return Label(**entry)
+    aliases = entry.get("aliases", [])
+    if not isinstance(aliases, list) or not all(isinstance(a, str) and a.strip() for a in aliases):
+        raise ValueError(f"{path}: [[{head}]] {entry.get('code')!r}: aliases must be a list of non-empty strings")
+    return Label(**{**entry, "aliases": tuple(a.strip() for a in aliases)})
 
 
 LABELS = LabelSchema.load()

@@ -328,7 +328,7 @@ def test_empty_text_in_csv(tmp_path):
 
 
 @pytest.mark.parametrize("head, value", [
-    ("category", "E"), ("category", "a"), ("severity", "urgent"), ("sentiment", "pos"), ("severity", 3),
+    ("category", "E"), ("category", "aa"), ("severity", "urgent"), ("sentiment", "pos"), ("severity", 3),
 ])
 def test_invalid_label_names_head_and_allowed_values(tmp_path, head, value):
     bad = row("有货吗")
@@ -338,6 +338,15 @@ def test_invalid_label_names_head_and_allowed_values(tmp_path, head, value):
     assert problem.startswith(f"{path}: row 3: {head} ")
     assert json.dumps(value) in problem
     assert "allowed: " + ", ".join(LABELS.codes(head)) in problem
+
+
+@pytest.mark.parametrize("given, code", [
+    ("d", "D"), (" b ", "B"), ("投诉不满", "D"), ("complaint", "D"), ("Product Issue", "C"), ("简单咨询", "A"),
+])
+def test_label_codes_in_any_case_names_and_aliases_are_accepted(tmp_path, given, code):
+    path = write_jsonl(tmp_path / "a.jsonl", [row("有货吗", category=given, severity="HIGH", sentiment="Negative")])
+    ds, _ = load_labelled([path])
+    assert (ds["category"][0], ds["severity"][0], ds["sentiment"][0]) == (code, "high", "negative")
 
 
 def test_invalid_label_in_csv(tmp_path):

@@ -326,10 +326,13 @@ def _validate_record(
     for head in HEADS:
         code, error = _label(record.get(head))
         if error is None and code is not None and not LABELS.is_valid(head, code):
-            error = f"{json.dumps(code, ensure_ascii=False)} is not a {head} label"
+            resolved = LABELS.resolve(head, code)
+            if resolved is None:
+                error = f"{json.dumps(code, ensure_ascii=False)} is not a {head} label"
+            code = resolved
         if error is not None:
             allowed = ", ".join(LABELS.codes(head))
-            problems.append(f"{name}: row {number}: {head} {error}; allowed: {allowed} (or empty/null when unknown)")
+            problems.append(f"{name}: row {number}: {head} {error}; allowed: {allowed}, in any case, or their names in data/labels.toml (empty/null when unknown)")
             bad = True
             code = None
         labels[head] = code
