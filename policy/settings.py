@@ -25,6 +25,9 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
     model_dir: Path | None = Field(None, description="Trained model folder; unset means the embedded default.")
+    corpus_dir: Path | None = Field(
+        None, description="Folder of the public corpora (jddc/, taobao_ecd/, ...): where `triage train` resolves the "
+        "references of the rows it replays from the model it continues from; unset means none are replayed from there.")
     sla_policy: Path | None = Field(None, description="SLA policy TOML; unset means data/sla_policy.toml.")
     reply_templates: Path | None = Field(None, description="Reply template TOML; unset means data/reply_templates.toml.")
     answer_library: Path | None = Field(None, description="Answer library TOML; unset means data/answer_library.toml.")

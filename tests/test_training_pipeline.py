@@ -21,6 +21,17 @@ MESSAGES = {
 SEVERITY = {"A": "low", "B": "medium", "C": "medium", "D": "high"}
 SENTIMENT = {"A": "neutral", "B": "negative", "C": "negative", "D": "negative"}
 
+# Tiny models from the bare encoder, not continued from the embedded one; the verdict's exit status is tested on its own.
+FROM_SCRATCH = ["--from-scratch", "--accept-worse"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def torch_runtime():
+    """The verdict at the end of each run loads models: the torch runtime skips building ONNX files for tiny ones."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("TRIAGE_RUNTIME", "torch")
+        yield
+
 
 def write_training_file(path: Path) -> Path:
     with path.open("w", encoding="utf-8") as f:
@@ -35,7 +46,7 @@ def trained(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("run")
     data = write_training_file(folder / "train.jsonl")
     out = folder / "model"
-    code = main(["train", "--data", str(data), "--out", str(out), "--num-layers", "1", "--trained-layers", "1",
+    code = main(["train", *FROM_SCRATCH, "--data", str(data), "--out", str(out), "--num-layers", "1", "--trained-layers", "1",
                  "--epochs", "2", "--batch-size", "8", "--max-length", "32", "--seed", "7", "--version", "tiny-test"])
     assert code == 0
     return out
@@ -81,7 +92,7 @@ def test_predict_contract(trained):
 def test_same_seed_gives_the_same_model(trained, tmp_path):
     data = write_training_file(tmp_path / "train.jsonl")
     out = tmp_path / "again"
-    assert main(["train", "--data", str(data), "--out", str(out), "--num-layers", "1", "--trained-layers", "1",
+    assert main(["train", *FROM_SCRATCH, "--data", str(data), "--out", str(out), "--num-layers", "1", "--trained-layers", "1",
                  "--epochs", "2", "--batch-size", "8", "--max-length", "32", "--seed", "7", "--version", "tiny-test"]) == 0
     first = TriageModel.load(trained, runtime="torch").logits(["我的快递到哪了", "骗子"])
     second = TriageModel.load(out, runtime="torch").logits(["我的快递到哪了", "骗子"])
@@ -94,7 +105,7 @@ def test_same_seed_gives_the_same_model(trained, tmp_path):
 def test_ngram_weight_zero_serves_the_transformer_alone(tmp_path):
     data = write_training_file(tmp_path / "train.jsonl")
     out = tmp_path / "plain"
-    assert main(["train", "--data", str(data), "--out", str(out), "--num-layers", "1", "--trained-layers", "1",
+    assert main(["train", *FROM_SCRATCH, "--data", str(data), "--out", str(out), "--num-layers", "1", "--trained-layers", "1",
                  "--epochs", "1", "--batch-size", "8", "--max-length", "32", "--seed", "7", "--ngram-weight", "0"]) == 0
     assert not (out / "char_ngram.json").exists() and not (out / "char_ngram.npz").exists()
     triager = TriageModel.load(out, runtime="torch")
@@ -223,11 +234,11 @@ def test_cli_train_soup_with(trained, tmp_path, capsys):
     data = write_training_file(tmp_path / "train.jsonl")
     tiny = ["--num-layers", "1", "--trained-layers", "1", "--epochs", "2", "--batch-size", "8", "--max-length", "32"]
     out = tmp_path / "soup"
-    assert main(["train", "--data", str(data), "--out", str(out), *tiny, "--seed", "8", "--soup-with", str(trained)]) == 0
+    assert main(["train", *FROM_SCRATCH, "--data", str(data), "--out", str(out), *tiny, "--seed", "8", "--soup-with", str(trained)]) == 0
     assert json.loads((out / "training_info.json").read_text(encoding="utf-8"))["weight_soup"]["with_version"] == "tiny-test"
     # Another layer count is refused before any training, with exit code 2 and the reason.
     other = tmp_path / "other"
-    assert main(["train", "--data", str(data), "--out", str(other), "--num-layers", "2", "--trained-layers", "1",
+    assert main(["train", *FROM_SCRATCH, "--data", str(data), "--out", str(other), "--num-layers", "2", "--trained-layers", "1",
                  "--soup-with", str(trained)]) == 2
     assert "num_layers" in capsys.readouterr().err and not other.exists()
 
@@ -255,7 +266,7 @@ def test_cli_predict_with_trained_model(trained, tmp_path):
 def test_train_rejects_bad_files(tmp_path, capsys, lines, message):
     bad = tmp_path / "bad.jsonl"
     bad.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    assert main(["train", "--data", str(bad), "--out", str(tmp_path / "m")]) == 2
+    assert main(["train", *FROM_SCRATCH, "--data", str(bad), "--out", str(tmp_path / "m")]) == 2
     err = capsys.readouterr().err
     assert "bad.jsonl" in err and message in err
     assert not (tmp_path / "m").exists()
@@ -263,13 +274,13 @@ def test_train_rejects_bad_files(tmp_path, capsys, lines, message):
 
 def test_train_rejects_bad_settings(tmp_path, capsys):
     data = write_training_file(tmp_path / "train.jsonl")
-    assert main(["train", "--data", str(data), "--out", str(tmp_path / "m"), "--trained-layers", "9", "--num-layers", "6"]) == 2
+    assert main(["train", *FROM_SCRATCH, "--data", str(data), "--out", str(tmp_path / "m"), "--trained-layers", "9", "--num-layers", "6"]) == 2
     assert "trained_layers" in capsys.readouterr().err
-    assert main(["train", "--data", str(data), "--out", str(tmp_path / "m"), "--ngram-weight", "1"]) == 2
+    assert main(["train", *FROM_SCRATCH, "--data", str(data), "--out", str(tmp_path / "m"), "--ngram-weight", "1"]) == 2
     assert "ngram_weight" in capsys.readouterr().err
     (tmp_path / "full").mkdir()
     (tmp_path / "full" / "x").write_text("keep me")
-    assert main(["train", "--data", str(data), "--out", str(tmp_path / "full")]) == 2
+    assert main(["train", *FROM_SCRATCH, "--data", str(data), "--out", str(tmp_path / "full")]) == 2
     assert "not empty" in capsys.readouterr().err
     assert (tmp_path / "full" / "x").read_text() == "keep me"
 
@@ -341,7 +352,7 @@ def test_a_head_nobody_labelled_is_left_out_of_the_blend(tmp_path):
     data.write_text("".join(json.dumps({"text": t, "category": c}, ensure_ascii=False) + "\n"
                             for c, texts in MESSAGES.items() for t in texts), encoding="utf-8")
     out = tmp_path / "model"
-    assert main(["train", "--data", str(data), "--out", str(out), "--num-layers", "1", "--trained-layers", "1",
+    assert main(["train", *FROM_SCRATCH, "--data", str(data), "--out", str(out), "--num-layers", "1", "--trained-layers", "1",
                  "--epochs", "1", "--batch-size", "8", "--max-length", "32", "--seed", "7"]) == 0
     triager = TriageModel.load(out, runtime="torch")
     assert set(triager.ngram.weights) == {"category"}

@@ -22,6 +22,17 @@ from helpdesk_triage.training.weak_labels import (
     weak_rows,
 )
 
+# Tiny models from the bare encoder, not continued from the embedded one; the verdict's exit status is tested on its own.
+FROM_SCRATCH = ["--from-scratch", "--accept-worse"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def torch_runtime():
+    """The verdict at the end of each run loads models: the torch runtime skips building ONNX files for tiny ones."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("TRIAGE_RUNTIME", "torch")
+        yield
+
 
 @pytest.fixture(scope="module")
 def rules() -> WeakRules:
@@ -179,7 +190,7 @@ def test_train_with_corpus_adds_weak_rows_to_training_only(corpus, tmp_path):
 
     data = write_training_file(tmp_path / "train.jsonl")
     out = tmp_path / "model"
-    code = main(["train", "--data", str(data), "--out", str(out), "--corpus", str(corpus), "--corpus-rows", "5",
+    code = main(["train", *FROM_SCRATCH, "--data", str(data), "--out", str(out), "--corpus", str(corpus), "--corpus-rows", "5",
                  "--num-layers", "1", "--trained-layers", "1", "--epochs", "1", "--batch-size", "8", "--max-length", "32",
                  "--version", "tiny-weak"])
     assert code == 0
@@ -194,6 +205,6 @@ def test_train_with_a_bad_corpus_folder_exits_2(tmp_path, capsys):
     from tests.test_training_pipeline import write_training_file
 
     data = write_training_file(tmp_path / "train.jsonl")
-    code = main(["train", "--data", str(data), "--out", str(tmp_path / "m"), "--corpus", str(tmp_path / "nope")])
+    code = main(["train", *FROM_SCRATCH, "--data", str(data), "--out", str(tmp_path / "m"), "--corpus", str(tmp_path / "nope")])
     assert code == 2
     assert "no such folder" in capsys.readouterr().err

@@ -22,10 +22,11 @@ from pathlib import Path
 from helpdesk_triage.policy.labels import HEADS
 from helpdesk_triage.policy.text_normalization import normalize
 from helpdesk_triage.training.augmentation import augmented_rows
-from helpdesk_triage.training.corpus_refs import half_of, measuring_texts, resolve_refs, write_rows
+from helpdesk_triage.training.corpus_refs import measuring_texts, resolve_refs, write_rows
 from helpdesk_triage.training.dataset_io import load_labelled, stratified_split
 from helpdesk_triage.training.dev_split import split as split_dev
 from helpdesk_triage.training.pipeline import train_from_files
+from helpdesk_triage.training.subcase_training import fit_on_annotated_corpus
 from helpdesk_triage.training.trainer import SELECT_ON, TrainConfig
 from helpdesk_triage.training.weak_labels import HeldOut
 from helpdesk_triage.policy.data_files import data_file
@@ -36,13 +37,16 @@ TEAM_WRITTEN = sorted((DATA / "team_written").glob("*.jsonl"))
 LABELED_CORPUS = DATA / "labeled_corpus.jsonl"
 # Real corpus messages labelled twice and adjudicated (data/annotated_corpus.md); only its train split trains.
 ANNOTATED_CORPUS = DATA / "annotated_corpus.jsonl"
-DEFAULT_CONFIG = TrainConfig(epochs=3, lr=6e-5, num_layers=12, trained_layers=6, max_length=128, seed=13)
+DEFAULT_CONFIG = TrainConfig()  # the shipped recipe's settings are TrainConfig's defaults: one place for both
 VALIDATION_FRACTION = 0.2
 # Each real hand-labelled row is seen this many times per epoch, against once for a team-written row.
 REAL_ROW_REPEAT = 2
 CORPUS_ROWS = 1500
 # Share of the real and team-written training rows that also get one perturbed copy (training/augmentation.py).
 AUGMENT_FRACTION = 0.3
+# What a run continuing from a model of this recipe replays (training/replay.py): the rows that ship with the package
+# and the annotated corpus' train split (references, resolved in the corpora); never a measuring row.
+REPLAY_SOURCES = [*({"package": f"team_written/{p.name}"} for p in TEAM_WRITTEN), {"refs": ANNOTATED_CORPUS.name, "split": "train"}]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -69,6 +73,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="share of the character n-gram model in each answer (0 = transformer alone)")
     parser.add_argument("--transformer-from", type=Path, default=None, metavar="DIR",
                         help="skip fine-tuning: reuse the transformer of a model this recipe made (same settings); refit only the n-gram blend")
+    parser.add_argument("--fingerprints-only", action="store_true",
+                        help="train nothing: write the trained-text fingerprints and replay sources of the model in --out, "
+                             "which this recipe trained with the same options (for a model made before they were recorded)")
     parser.add_argument("--soup-with", type=Path, default=None, metavar="DIR",
                         help="average the fine-tuned weights with those of this model folder (same base and layers), then refit temperatures and blend")
     args = parser.parse_args(argv)
@@ -112,33 +119,49 @@ def main(argv: list[str] | None = None) -> int:
             augment_file = Path(tmp) / "augmented.jsonl"
             write_rows(augmented_rows(originals, args.augment), augment_file)
             train_files.append(augment_file)
+        if args.fingerprints_only:
+            return _write_fingerprints(train_files, validation_file, Path(args.out), args.corpus, args.corpus_rows,
+                                       held_out_texts, config.seed)
         try:
             train_from_files(train_files, args.out, eval_paths=[validation_file],
                              config=config, version=args.version, log=lambda m: print(m, file=sys.stderr),
                              repeat={str(train_file): args.real_repeat},
                              corpus_dir=args.corpus, corpus_rows=args.corpus_rows, corpus_exclude=held_out_texts,
-                             transformer_from=args.transformer_from, soup_with=args.soup_with)
+                             transformer_from=args.transformer_from, soup_with=args.soup_with,
+                             record_replay=REPLAY_SOURCES)
             if args.corpus is not None and args.annotated_corpus:
-                _fit_subcase_head(args.corpus, Path(args.out))
+                say = lambda m: print(m, file=sys.stderr)
+                print(f"sub-case head: {fit_on_annotated_corpus(args.corpus, Path(args.out), say=say)} rows", file=sys.stderr)
         except (ValueError, FileNotFoundError) as error:
             print(f"error: {error}", file=sys.stderr)
             return 2
     return 0
 
 
-def _fit_subcase_head(corpus: Path, out: Path) -> None:
-    """The sub-case head of the new model, on the annotated train split and the validation split's fit half (the
-    measure half measures it: ``corpus_refs --half measure``)."""
-    from helpdesk_triage.model import TriageModel
-    from helpdesk_triage.training.subcase_training import fit_subcase_head, write_card_section
+def _write_fingerprints(train_files: list[Path], validation_file: Path, out: Path, corpus: Path | None, corpus_rows: int,
+                        held_out_texts: list[str], seed: int) -> int:
+    """What ``train_from_files`` would record for these inputs: the texts trained on (the weak rows drawn as it draws
+    them) and the replay sources."""
+    import json
 
-    rows = [row for row in resolve_refs(corpus, ANNOTATED_CORPUS) if row.get("subcase")
-            and (row.get("split") == "train" or (row.get("split") == "validation" and half_of(row["text"]) == "fit"))]
-    head = fit_subcase_head(TriageModel.load(out), [r["text"] for r in rows],
-                            [f"{r['category']}.{r['subcase']}" for r in rows], say=lambda m: print(m, file=sys.stderr))
-    head.save(out)
-    write_card_section(out, head)
-    print(f"sub-case head: {len(rows)} rows", file=sys.stderr)
+    from helpdesk_triage.model.trained_texts import write_trained_texts
+    from helpdesk_triage.training.pipeline import _weak_dataset
+    from helpdesk_triage.training.replay import REPLAY_KEY
+
+    train_ds, _ = load_labelled([str(p) for p in train_files])
+    eval_ds, _ = load_labelled([str(validation_file)])
+    texts = [t for t, n in zip(train_ds["raw_text"], train_ds["text"]) if n not in set(eval_ds["text"])]
+    if corpus is not None:
+        held_out = [*eval_ds["raw_text"], *train_ds["raw_text"], *held_out_texts, *measuring_texts(corpus)]
+        weak_ds, _ = _weak_dataset(corpus, corpus_rows, held_out, seed)
+        texts += list(weak_ds["raw_text"])
+    count = write_trained_texts(out, texts)
+    info_path = out / "training_info.json"
+    info = json.loads(info_path.read_text(encoding="utf-8"))
+    info[REPLAY_KEY] = REPLAY_SOURCES
+    info_path.write_text(json.dumps(info, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+    print(f"{out}: {count} trained-text fingerprints, replay sources recorded", file=sys.stderr)
+    return 0
 
 
 def _refs_file(corpus: Path, refs: Path, held_out_texts: list[str], labelled_texts: list[str], tmp: Path,

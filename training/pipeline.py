@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import platform
+import shutil
 import tempfile
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
@@ -12,11 +13,17 @@ from typing import Callable, Sequence
 
 import datasets
 
+from helpdesk_triage.policy.decision_policy import POLICY_NAME
 from helpdesk_triage.policy.labels import HEADS, LABELS
+from helpdesk_triage.model.folder import ModelConfig
+from helpdesk_triage.model.subcase_head import ARRAYS_NAME as SUBCASE_ARRAYS, JSON_NAME as SUBCASE_JSON
+from helpdesk_triage.model.trained_texts import trained_fingerprints, write_trained_texts
 from helpdesk_triage.model.triage_model import TriageModel
 from helpdesk_triage.training.corpus_refs import measuring_texts
 from helpdesk_triage.training.dataset_io import LoadReport, load_labelled, stratified_split, without_texts_of
 from helpdesk_triage.training.ngram_blend import fit_ngram_blend
+from helpdesk_triage.training.progress import RunProgress
+from helpdesk_triage.training.replay import REPLAY_KEY, Replay, load_replay, replay_sources, sources_of_run
 from helpdesk_triage.training.trainer import TrainConfig, TrainResult, train
 from helpdesk_triage.training.weak_labels import CorpusError, weak_rows, write_weak_rows
 from helpdesk_triage.training.weight_soup import soup_problems, soup_with as soup_with_model
@@ -36,7 +43,10 @@ class TrainingRun:
     weak_labels: dict | None = None
     ngram_eval_metrics: dict[str, float] | None = None
     soup: dict | None = None
-
+    started_from: dict | None = None  # the model this run continued from: path, version, replayed rows
+    replay_sources: list[dict] | None = None
+    verdict: "object | None" = None  # training.verdict.Verdict
+    inherited: list[str] | None = None  # files taken over from the starting model as they were
 
 def train_from_files(
     data_paths: Sequence[str | Path],
@@ -52,6 +62,11 @@ def train_from_files(
     corpus_exclude: Sequence[str] = (),
     transformer_from: str | Path | None = None,
     soup_with: str | Path | None = None,
+    start_from: str | Path | None = None,
+    replay_corpus: str | Path | None = None,
+    verdict_against: str | Path | None = None,
+    record_replay: Sequence[dict] | None = None,
+    progress: RunProgress | None = None,
 ) -> TrainingRun:
     """``repeat`` maps a training file to how many times each of its rows is seen per epoch (default 1).
 
@@ -62,13 +77,24 @@ def train_from_files(
     have been trained by the same call with the same settings (fine-tuning is deterministic): only the
     n-gram blend is fitted anew. ``soup_with`` averages the fine-tuned weights with those of that model folder
     (:mod:`training.weight_soup`) and refits the temperatures, before the blend is fitted.
+
+    ``start_from`` continues from that model folder's fine-tuned weights (same settings) and replays
+    ``config.replay_rows`` of its own training rows beside the new ones (:mod:`training.replay`; corpus references
+    resolve in ``replay_corpus``); its sub-case head (refitted when ``replay_corpus`` holds the annotated corpus) and
+    decision policy come along. ``verdict_against`` (a model folder, the one in service) ends the run with
+    :mod:`training.verdict`. ``record_replay`` overrides the replay sources written for this model (default: the
+    data files, plus those of ``start_from``).
     """
     config = config or TrainConfig()
     problems = config.problems()  # before any file is read, on both paths (fine-tuning or reusing a transformer)
     if soup_with is not None:
         problems += soup_problems(soup_with, config)
+    if start_from is not None:
+        problems += start_problems(start_from, config)
     if problems:
         raise ValueError("; ".join(problems))
+    if progress is not None:
+        log = progress.say
     out_dir = Path(out_dir)
     train_ds, train_report = load_labelled([str(p) for p in data_paths])
     log(train_report.summary())
@@ -85,6 +111,15 @@ def train_from_files(
     train_ds, overlap = without_texts_of(train_ds, eval_ds)
     if overlap:
         log(f"dropped {overlap} training rows whose text is also in the eval data")
+    own_rows = train_ds  # the team's rows: what the baseline of the verdict is fitted on
+    replay = None
+    if start_from is not None:
+        replay = load_replay(start_from, config.replay_rows, config.seed,
+                             exclude_texts=[*eval_ds["raw_text"], *train_ds["raw_text"]], corpus_dir=replay_corpus)
+        log(replay.summary())
+        if replay.sample is not None:
+            sample = replay.sample.map(lambda row: {"repeat": 1}) if "repeat" in train_ds.column_names else replay.sample
+            train_ds = datasets.concatenate_datasets([train_ds, sample.cast(train_ds.features)])
     weak_summary = None
     if corpus_dir is not None:
         # Weak rows only ever train: never in the eval split, never a text that is labelled already, never a text
@@ -98,8 +133,11 @@ def train_from_files(
         train_ds = datasets.concatenate_datasets([train_ds, weak_ds.cast(train_ds.features)])
     version = version or f"triage-e5s-{datetime.now(timezone.utc):%Y%m%d%H%M}"
     soup = None
+    if progress is not None:
+        progress.total += POST_TRAINING_UNITS
     if transformer_from is None:
-        result = train(train_ds, eval_ds, config, base_folder=base_folder, version=version, log=log)
+        result = train(train_ds, eval_ds, config, base_folder=base_folder, version=version, log=log,
+                       start_from=start_from, progress=progress)
     else:
         result, soup = _trained_transformer(Path(transformer_from), config, version, log)
         if soup is not None and soup_with is not None:
@@ -110,15 +148,98 @@ def train_from_files(
         log(f"averaged the fine-tuned weights with {soup_with} ({soup['with_version']}); temperatures: "
             + ", ".join(f"{h} {t:.2f}" for h, t in result.model.config.temperatures.items()))
     ngram_scores = None
+    ngram_ds = train_ds
+    if replay is not None and replay.everything is not None:
+        # The n-gram model is cheap: it sees every replayable row, not only the transformer's sample.
+        rest = replay.everything.filter(lambda row, seen=set(train_ds["text"]): row["text"] not in seen)
+        if "repeat" in train_ds.column_names:
+            rest = rest.map(lambda row: {"repeat": 1})
+        ngram_ds = datasets.concatenate_datasets([train_ds, rest.cast(train_ds.features)])
     if config.ngram_weight > 0:
-        result.model.ngram, ngram_scores = fit_ngram_blend(result.model, train_ds, eval_ds, config.ngram_weight, log=log)
+        result.model.ngram, ngram_scores = fit_ngram_blend(result.model, ngram_ds, eval_ds, config.ngram_weight, log=log)
+    _advance(progress, POST_TRAINING_UNITS // 4, "n-gram blend")
     result.model.save(out_dir)
+    inherited_prints = trained_fingerprints(start_from) or frozenset() if start_from is not None else frozenset()
+    n_prints = write_trained_texts(out_dir, [*ngram_ds["raw_text"]], inherited_prints)
+    sources = list(record_replay) if record_replay is not None else sources_of_run(
+        data_paths, replay_sources(start_from) if start_from is not None else ())
     run = TrainingRun(result, out_dir, train_report, eval_report, len(train_ds), len(eval_ds), overlap, weak_summary,
-                      ngram_scores, soup)
+                      ngram_scores, soup, replay_sources=sources)
+    if start_from is not None:
+        run.started_from = _started_from(Path(start_from), replay)
+        run.inherited = _take_over(Path(start_from), out_dir, replay_corpus, log)
+    _advance(progress, POST_TRAINING_UNITS // 4, "sub-case head")
+    if verdict_against is not None:
+        from helpdesk_triage.training.verdict import run_verdict
+
+        run.verdict = run_verdict(TriageModel.load(out_dir), TriageModel.load(verdict_against), verdict_against, own_rows,
+                                  eval_ds, say=log)
+    _advance(progress, POST_TRAINING_UNITS, "done")
+    if progress is not None:
+        progress.close()
     write_training_info(run, config, data_paths, eval_paths)
     write_model_card(run, config, data_paths, eval_paths)
-    log(f"saved model {version} to {out_dir}")
+    log(f"saved model {version} to {out_dir} ({n_prints} trained-text fingerprints in trained_texts.sha256)")
     return run
+
+
+# The steps after fine-tuning (n-gram blend, sub-case head, verdict) in the bar, as a share of its units.
+POST_TRAINING_UNITS = 40
+
+
+def _advance(progress: RunProgress | None, units: int, phase: str) -> None:
+    if progress is not None:
+        progress.advance(units, phase)
+
+
+def start_problems(folder: str | Path, config: TrainConfig) -> list[str]:
+    """What stops a run with these settings from continuing from the model in ``folder``."""
+    folder = Path(folder)
+    try:
+        theirs = ModelConfig.load(folder)
+    except (FileNotFoundError, TypeError, ValueError) as error:
+        return [f"--from {folder}: {error}"]
+    wanted = {"num_layers": config.num_layers, "trained_layers": config.trained_layer_indices(),
+              "max_length": config.max_length, "text_prefix": config.text_prefix}
+    differ = [f"{name} {getattr(theirs, name)!r} (this run {value!r})" for name, value in wanted.items()
+              if getattr(theirs, name) != value]
+    if differ:
+        return [f"--from {folder}: that model has " + ", ".join(differ) + "; keep its settings, or train anew with --from-scratch"]
+    return []
+
+
+def _started_from(folder: Path, replay: Replay | None) -> dict:
+    return {"path": str(folder), "version": ModelConfig.load(folder).version,
+            "replayed_rows": 0 if replay is None or replay.sample is None else len(replay.sample),
+            "replayable_rows": 0 if replay is None or replay.everything is None else len(replay.everything),
+            "replay_counts": {} if replay is None else replay.counts,
+            "replay_skipped": [] if replay is None else replay.skipped}
+
+
+def _take_over(start: Path, out: Path, replay_corpus: str | Path | None, log: Callable[[str], None]) -> list[str]:
+    """The starting model's sub-case head (refitted on the new encoder when the annotated corpus is at hand) and
+    decision policy, in the new folder; the names of those taken over unchanged."""
+    inherited = []
+    if (start / SUBCASE_JSON).is_file():
+        from helpdesk_triage.training.subcase_training import fit_on_annotated_corpus
+
+        refitted = fit_on_annotated_corpus(Path(replay_corpus), out, say=log) if replay_corpus is not None else 0
+        if refitted:
+            log(f"sub-case head refitted on {refitted} annotated rows")
+        else:
+            for name in (SUBCASE_JSON, SUBCASE_ARRAYS):
+                shutil.copyfile(start / name, out / name)
+            inherited.append(SUBCASE_JSON)
+            log("sub-case head taken over from the starting model (refit it with triage fit-subcases, "
+                "or give --replay-corpus)")
+    if (start / POLICY_NAME).is_file():
+        shutil.copyfile(start / POLICY_NAME, out / POLICY_NAME)
+        inherited.append(POLICY_NAME)
+        log("decision policy taken over from the starting model: its costs and automation levels apply; its stacker "
+            "and thresholds were fitted for that model and stay off until `triage tune-policy` refits them")
+    for name in inherited:
+        (out / name).chmod(0o644)
+    return inherited
 
 
 def _trained_transformer(folder: Path, config: TrainConfig, version: str, log: Callable[[str], None]) -> tuple[TrainResult, dict | None]:
@@ -180,6 +301,10 @@ def write_training_info(run: TrainingRun, config: TrainConfig, data_paths, eval_
         "train_seconds": round(run.result.seconds, 1),
         "train_examples_per_second": round(run.result.examples_per_second, 2),
         "python": platform.python_version(),
+        "started_from": run.started_from,
+        "inherited_files": run.inherited or [],
+        REPLAY_KEY: run.replay_sources or [],
+        "verdict": None if run.verdict is None else run.verdict.as_dict(),
     }
     (run.out_dir / TRAINING_INFO_NAME).write_text(json.dumps(info, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
 
@@ -195,8 +320,10 @@ def write_model_card(run: TrainingRun, config: TrainConfig, data_paths, eval_pat
         f"lower {config.num_layers} of 12 layers kept, top {config.trained_layers} fine-tuned with mean pooling and three linear heads; "
         "this folder stores only the fine-tuned layers and heads (fp16).",
         "",
+        *_verdict_lines(run),
         "## Data",
         "",
+        *_started_from_lines(run),
         "Training files: " + ", ".join(f"`{p}`" for p in data_paths),
         *([f"Weak-labelled corpus rows: {run.weak_labels['rows']} (labelling functions in `training/weak_labels.py`; "
            f"{run.weak_labels['held_out_dropped']} dropped as held-out text)"] if run.weak_labels else []),
@@ -244,3 +371,33 @@ def write_model_card(run: TrainingRun, config: TrainConfig, data_paths, eval_pat
         f"Full history and settings: `{TRAINING_INFO_NAME}`. Load with `TriageModel.load(folder)` or `triage serve --model folder`.",
     ]
     (run.out_dir / "README.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def _verdict_lines(run: TrainingRun) -> list[str]:
+    if run.verdict is None:
+        return []
+    lines = ["## Verdict", "", run.verdict.sentence(), ""]
+    if run.verdict.worse:
+        lines += ["**Worse:** " + "; ".join(run.verdict.worse_than) + ".", ""]
+    for key, figures in run.verdict.against.items():
+        lines += [f"Against {key} (`{run.verdict.names[key]}`):", "", "| figure | this model | other | difference (95% CI) | verdict |",
+                  "|---|---|---|---|---|"]
+        lines += [f"| {f.figure} | {f.new:.3f} | {f.other:.3f} | {f.difference:+.3f} ({f.low:+.3f} to {f.high:+.3f}) | {f.word} |"
+                  for f in figures]
+        lines.append("")
+    lines += [f"Note: {note}." for note in run.verdict.notes]
+    return lines + ([""] if run.verdict.notes else [])
+
+
+def _started_from_lines(run: TrainingRun) -> list[str]:
+    start = run.started_from
+    if start is None:
+        return ["Started from the bare encoder." if run.replay_sources is not None else ""]
+    lines = [f"Continued from `{start['version']}` (`{start['path']}`): its fine-tuned weights were the starting point, "
+             f"and {start['replayed_rows']} of the {start['replayable_rows']} rows it was trained on were replayed beside the "
+             "new rows (the n-gram half saw all of them)."]
+    if start["replay_skipped"]:
+        lines.append("Replay sources skipped: " + "; ".join(start["replay_skipped"]) + ".")
+    if run.inherited:
+        lines.append("Taken over unchanged from that model: " + ", ".join(f"`{n}`" for n in run.inherited) + ".")
+    return lines + [""]

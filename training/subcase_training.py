@@ -152,3 +152,21 @@ def write_card_section(folder: Path, head: SubcaseHead) -> None:
                f"{head.temperature:.3f}; fitted on {facts.get('n_train')} rows by `triage fit-subcases`.\n\n"
                f"| sub-case | training rows |\n|---|---|\n{rows}\n")
     card.write_text(text.rstrip("\n") + "\n\n" + section, encoding="utf-8")
+
+
+def fit_on_annotated_corpus(corpus: Path, folder: Path, say=print) -> int:
+    """Fit and save the sub-case head of the model in ``folder`` on the annotated corpus' train split and the
+    validation split's fit half (the measure half measures it: ``corpus_refs --half measure``); the rows used."""
+    from helpdesk_triage.model import TriageModel
+    from helpdesk_triage.policy.data_files import data_file
+    from helpdesk_triage.training.corpus_refs import half_of, resolve_refs
+
+    rows = [row for row in resolve_refs(corpus, data_file("annotated_corpus.jsonl"), skip_missing=True) if row.get("subcase")
+            and (row.get("split") == "train" or (row.get("split") == "validation" and half_of(row["text"]) == "fit"))]
+    if not rows:
+        return 0
+    head = fit_subcase_head(TriageModel.load(folder), [r["text"] for r in rows],
+                            [f"{r['category']}.{r['subcase']}" for r in rows], say=say)
+    head.save(folder)
+    write_card_section(folder, head)
+    return len(rows)

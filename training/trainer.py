@@ -10,69 +10,23 @@ from __future__ import annotations
 import math
 import random
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from helpdesk_triage.policy.labels import HEADS, LABELS
 from helpdesk_triage.evaluation.metrics import macro_f1_rows
 from helpdesk_triage.model.folder import ModelConfig
 from helpdesk_triage.model.torch_backend import TorchBackend, TriageNet, build_net, trained_prefixes
 from helpdesk_triage.model.triage_model import TriageModel
+from helpdesk_triage.training.progress import RunProgress
+from helpdesk_triage.training.train_config import SELECT_ON, TrainConfig  # noqa: F401 - re-exported
 
 IGNORE = -100
-SELECT_ON = ("mean_macro_f1", "nll", "last")
-
-
-@dataclass
-class TrainConfig:
-    epochs: int = 6
-    lr: float = 8e-5
-    head_lr: float = 2e-3
-    weight_decay: float = 0.01
-    warmup_fraction: float = 0.1
-    batch_size: int = 32
-    max_length: int = 128
-    num_layers: int = 6
-    trained_layers: int = 4
-    patience: int = 2
-    seed: int = 13
-    head_loss_weights: dict[str, float] = field(default_factory=lambda: {"category": 1.0, "severity": 1.0, "sentiment": 1.0})
-    # Class weights ~ (count)^-power, normalised to mean 1: 0.5 softens the pull of rare labels (D, critical).
-    class_weight_power: float = 0.5
-    max_steps: int | None = None
-    text_prefix: str = "query: "
-    # Share of a character n-gram model in each head's answer (model.char_ngram); 0 = the transformer alone.
-    ngram_weight: float = 0.5
-    # Which epoch's weights are kept: the best mean macro-F1 or the lowest mean NLL on the validation rows, or
-    # the last epoch (the learning rate has decayed to 0 there; the validation rows then only calibrate).
-    select_on: str = "mean_macro_f1"
-
-    def trained_layer_indices(self) -> list[int]:
-        """Indices of the encoder layers that are fine-tuned: the top ``trained_layers`` of ``num_layers``."""
-        return list(range(self.num_layers - self.trained_layers, self.num_layers))
-
-    def problems(self) -> list[str]:
-        """What is wrong with these settings, as messages for the user."""
-        checks = [
-            (self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}"),
-            (0 < self.lr < 1, f"lr must be in (0, 1), got {self.lr}"),
-            (0 < self.head_lr < 1, f"head_lr must be in (0, 1), got {self.head_lr}"),
-            (self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}"),
-            (8 <= self.max_length <= 512, f"max_length must be 8..512, got {self.max_length}"),
-            (1 <= self.num_layers <= 12, f"num_layers must be 1..12, got {self.num_layers}"),
-            (1 <= self.trained_layers <= self.num_layers, f"trained_layers must be 1..num_layers ({self.num_layers}), got {self.trained_layers}"),
-            (self.max_steps is None or self.max_steps >= 1, f"max_steps must be >= 1, got {self.max_steps}"),
-            (self.patience >= 1, f"patience must be >= 1, got {self.patience}"),
-            (0.0 <= self.ngram_weight < 1.0, f"ngram_weight must be in [0, 1), got {self.ngram_weight}"),
-            (self.select_on in SELECT_ON, f"select_on must be one of {', '.join(SELECT_ON)}, got {self.select_on!r}"),
-        ]
-        return [message for ok, message in checks if not ok]
 
 
 @dataclass
@@ -98,7 +52,11 @@ def train(
     base_folder: Path | None = None,
     version: str = "triage-e5s",
     log: Callable[[str], None] = print,
+    start_from: Path | None = None,
+    progress: RunProgress | None = None,
 ) -> TrainResult:
+    """``start_from``: a model folder (same base and layers) whose fine-tuned weights are the starting point,
+    instead of the bare encoder. ``progress`` advances by one per optimiser step and per evaluated batch."""
     from helpdesk_triage.model.base_encoder import build_base_encoder
     from transformers import AutoTokenizer
 
@@ -110,6 +68,8 @@ def train(
     tokenizer = AutoTokenizer.from_pretrained(base_folder)
     head_sizes = {h: len(LABELS.codes(h)) for h in HEADS}
     net = build_net(base_folder, config.num_layers, head_sizes)
+    if start_from is not None:
+        _load_trained_weights(net, Path(start_from), base_folder)
     trained_layers = config.trained_layer_indices()
     _freeze_all_but(net, trained_layers)
 
@@ -130,6 +90,9 @@ def train(
     steps_per_epoch = math.ceil(len(epoch_pool) / config.batch_size)
     total_steps = config.max_steps or steps_per_epoch * config.epochs
     scheduler = _linear_warmup(optimizer, int(total_steps * config.warmup_fraction), total_steps)
+    eval_steps = math.ceil(len(eval_batches["ids"]) / config.batch_size)
+    if progress is not None:
+        progress.total += min(total_steps, steps_per_epoch * config.epochs) + eval_steps * (config.epochs + 1)
 
     model_config = ModelConfig(
         base_folder_name=base_folder.name,
@@ -149,8 +112,7 @@ def train(
         order = [epoch_pool[i] for i in torch.randperm(len(epoch_pool), generator=generator).tolist()]
         running = 0.0
         batch_starts = range(0, len(order), config.batch_size)
-        # disable=None: a progress bar on a terminal, silence in logs and CI.
-        for start in tqdm(batch_starts, desc=f"epoch {epoch}/{config.epochs}", unit="batch", leave=False, disable=None):
+        for start in batch_starts:
             idx = order[start : start + config.batch_size]
             input_ids, mask = _pad([train_batches["ids"][i] for i in idx], tokenizer.pad_token_id)
             logits = net(input_ids, mask)
@@ -166,9 +128,11 @@ def train(
             running += loss.item()
             seen += len(idx)
             step += 1
+            if progress is not None:
+                progress.advance(1, f"epoch {epoch}/{config.epochs}")
             if config.max_steps and step >= config.max_steps:
                 break
-        eval_logits = _predict_logits(net, eval_batches, tokenizer.pad_token_id, config.batch_size)
+        eval_logits = _predict_logits(net, eval_batches, tokenizer.pad_token_id, config.batch_size, progress)
         metrics = macro_f1s(eval_logits, eval_batches["labels"])
         nll = eval_nlls(eval_logits, eval_batches["labels"])
         score = float(np.mean([metrics[h] for h in HEADS if not math.isnan(metrics[h])]))
@@ -193,7 +157,7 @@ def train(
     if best_state is not None:
         net.load_state_dict(best_state, strict=False)
     net.eval()
-    eval_logits = _predict_logits(net, eval_batches, tokenizer.pad_token_id, config.batch_size)
+    eval_logits = _predict_logits(net, eval_batches, tokenizer.pad_token_id, config.batch_size, progress)
     model_config.temperatures = {h: fit_temperature(eval_logits[h], eval_batches["labels"][h]) for h in HEADS}
     log("temperatures: " + ", ".join(f"{h} {t:.2f}" for h, t in model_config.temperatures.items()))
     model = TriageModel(TorchBackend(net, tokenizer, model_config), model_config)
@@ -228,6 +192,23 @@ def _epoch_pool(ds) -> list[int]:
     return [i for i, k in enumerate(ds["repeat"]) for _ in range(max(1, int(k)))]
 
 
+def _load_trained_weights(net: TriageNet, folder: Path, base_folder: Path) -> None:
+    """The fine-tuned layers and heads of the model folder ``folder`` over ``net`` (built on the same base)."""
+    from safetensors.torch import load_file
+
+    from helpdesk_triage.model.folder import WEIGHTS_NAME
+
+    theirs = ModelConfig.load(folder)
+    if theirs.base_folder_name != base_folder.name:
+        raise ValueError(f"{folder}: trained over base {theirs.base_folder_name}, this run's base is {base_folder.name}")
+    trained = load_file(str(folder / WEIGHTS_NAME))
+    own = net.state_dict()
+    unknown = sorted(set(trained) - set(own))
+    if unknown:
+        raise ValueError(f"{folder}: weights for parameters this run does not have ({', '.join(unknown[:3])})")
+    net.load_state_dict({k: v.to(own[k].dtype) for k, v in trained.items()}, strict=False)
+
+
 def _freeze_all_but(net: TriageNet, trained_layers: list[int]) -> None:
     prefixes = trained_prefixes(trained_layers)
     for name, param in net.named_parameters():
@@ -251,7 +232,8 @@ def _pad(sequences: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.T
 
 
 @torch.inference_mode()
-def _predict_logits(net: TriageNet, batches: dict, pad_id: int, batch_size: int) -> dict[str, torch.Tensor]:
+def _predict_logits(net: TriageNet, batches: dict, pad_id: int, batch_size: int,
+                    progress: RunProgress | None = None) -> dict[str, torch.Tensor]:
     net.eval()
     out = {h: [] for h in HEADS}
     ids = batches["ids"]
@@ -259,6 +241,8 @@ def _predict_logits(net: TriageNet, batches: dict, pad_id: int, batch_size: int)
         input_ids, mask = _pad(ids[start : start + batch_size], pad_id)
         for h, v in net(input_ids, mask).items():
             out[h].append(v.float())
+        if progress is not None:
+            progress.advance(1, "validation")
     return {h: torch.cat(v) for h, v in out.items()}
 
 
