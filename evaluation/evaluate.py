@@ -28,7 +28,7 @@ import numpy as np
 
 from helpdesk_triage.policy.labels import HEADS
 from helpdesk_triage.evaluation import plots
-from helpdesk_triage.evaluation.metrics import binary_recall_precision, head_metrics, reliability_bins
+from helpdesk_triage.evaluation.metrics import FIGURE_LABELS, binary_recall_precision, head_metrics, reliability_bins
 from helpdesk_triage.evaluation.reply_fit import REPLY_COLUMNS, SUBCASE_COLUMNS, reply_fit_report, subcase_report
 from helpdesk_triage.evaluation.policy_decisions import automation_figures, decided_predictions
 from helpdesk_triage.evaluation.predictions import Predictions, predict_rows
@@ -111,7 +111,7 @@ def _routing_figures(predictions: Predictions, result: dict) -> dict:
         figures.update({f"{positive}_recall": recall, f"{positive}_precision": precision, f"{positive}_support": support})
     severity = result.get("severity")
     figures["severity_f1_low_medium_high"] = (
-        float(np.mean([severity["per_label"][k]["f1"] for k in ("low", "medium", "high")])) if severity else None
+        float(np.mean([severity["per_label"][k]["f1"] for k in FIGURE_LABELS["severity"]])) if severity else None
     )
     return figures
 
@@ -386,7 +386,7 @@ def _compare(a: Predictions, b: Predictions, name_a: str, name_b: str, n_resampl
             continue
         result = compare_head(
             out_a.true_labelled(), out_a.pred_labelled(), out_b.pred_labelled(), out_a.labels,
-            n_resamples=n_resamples, seed=seed, alpha=ALPHA,
+            n_resamples=n_resamples, seed=seed, alpha=ALPHA, averaged=FIGURE_LABELS.get(head),
         )
         heads[head] = result
         sentences.append(verdict(head, result, name_a, name_b))

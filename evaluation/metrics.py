@@ -52,6 +52,16 @@ PROB_SUM_TOLERANCE = 1e-3
 # --------------------------------------------------------------------------------------------
 
 
+# The one figure per head that every table and comparison shows: macro-F1, except severity's, which is the mean F1 of
+# low / medium / high (critical has a handful of rows in most sets: its recall is shown on its own).
+FIGURE_LABELS = {"severity": ("low", "medium", "high")}
+
+
+def figure_name(head: str) -> str:
+    return f"{head} F1 ({'/'.join(l[:3] if l == 'medium' else l for l in FIGURE_LABELS[head])})" if head in FIGURE_LABELS \
+        else f"{head} macro-F1"
+
+
 def _as_list(values: Sequence, name: str) -> list:
     if isinstance(values, (str, bytes)):
         raise ValueError(f"{name} must be a sequence of labels, not a single string")

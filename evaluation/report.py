@@ -1,9 +1,15 @@
 """The evaluation report: one list of blocks rendered twice, as Markdown and as self-contained HTML.
 
 :func:`build_blocks` turns the evaluation results (see ``evaluation.evaluate``) into headings,
-paragraphs, tables and images; :func:`to_markdown` writes them with images referenced as
-``plots/<name>.png`` beside the report; :func:`to_html` writes one file with inline CSS and every
-image embedded as a ``data:image/png;base64,…`` URI, every piece of text HTML-escaped.
+paragraphs, lists, tables and images, the support lead's summary (``evaluation.lead_summary``) first;
+:func:`to_markdown` writes them with images referenced as ``plots/<name>.png`` beside the report;
+:func:`to_html` writes one file with inline CSS, every image embedded as a ``data:image/png;base64,…``
+URI, the page's characters of the shipped Chinese font embedded as an ``@font-face`` (``evaluation.report_font``),
+every piece of text HTML-escaped.
+
+A term of ``data/report_terms.toml`` (macro-F1, recall, ECE …) gets its one-line explanation right after the
+first block that uses it. Severity has one figure everywhere, :data:`SEVERITY_FIGURE` (the mean F1 of low,
+medium and high, as the README's accuracy table and the CI summary name it); critical is reported as its recall.
 """
 
 from __future__ import annotations
@@ -14,19 +20,36 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+
+from helpdesk_triage.evaluation.lead_summary import (
+    ExtraWait,
+    LeadSummary,
+    ReportWords,
+    hours_text,
+    label_name,
+    lead_summary,
+)
+from helpdesk_triage.evaluation.metrics import figure_name
+from helpdesk_triage.evaluation.report_font import FONT_FAMILY, font_face_css
 from helpdesk_triage.policy.labels import HEADS
 
 __all__ = [
     "HEADLINE_COLUMNS",
+    "SEVERITY_FIGURE",
+    "Bullets",
     "Heading",
     "Image",
     "Paragraph",
     "Table",
+    "Terms",
     "build_blocks",
     "headline_rows",
     "to_html",
     "to_markdown",
 ]
+
+SEVERITY_FIGURE = figure_name("severity")
+
 
 def _head_value(head: str, key: str) -> Callable[[dict], float | None]:
     return lambda m: None if m[head] is None else m[head][key]  # None: no row has this head's label
@@ -38,17 +61,23 @@ def _routing_value(key: str) -> Callable[[dict], float | None]:
     return lambda m: None if support and not m["routing"][support] else m["routing"][key]
 
 
+def severity_figure(m: dict) -> float | None:
+    """The one severity figure of a classifier's metrics (None when no row has a severity label)."""
+    return m["routing"]["severity_f1_low_medium_high"]
+
+
 HEADLINE_COLUMNS: tuple[tuple[str, Callable[[dict], float | None]], ...] = (
     ("category macro-F1", _head_value("category", "macro_f1")),
     ("D recall", _routing_value("D_recall")),
     ("D precision", _routing_value("D_precision")),
-    ("severity F1 (low/med/high)", _routing_value("severity_f1_low_medium_high")),
+    (SEVERITY_FIGURE, severity_figure),
     ("critical recall", _routing_value("critical_recall")),
     ("sentiment macro-F1", _head_value("sentiment", "macro_f1")),
     ("category ECE", _head_value("category", "ece")),
 )
 
 PLOTS_DIR = "plots"
+LEAD_ANCHOR = "lead"
 
 
 # --------------------------------------------------------------------------------------------
@@ -67,6 +96,19 @@ class Heading:
 class Paragraph:
     text: str
     note: bool = False  # a caveat, shown muted
+    verdict: bool = False  # the lead's verdict, shown prominently
+
+
+@dataclass(frozen=True)
+class Bullets:
+    items: Sequence[str]
+
+
+@dataclass(frozen=True)
+class Terms:
+    """One-line explanations of the terms a block above uses for the first time: ``(term, meaning)``."""
+
+    entries: Sequence[tuple[str, str]]
 
 
 @dataclass(frozen=True)
@@ -83,7 +125,7 @@ class Image:
     alt: str
 
 
-Block = Heading | Paragraph | Table | Image
+Block = Heading | Paragraph | Bullets | Terms | Table | Image
 
 
 def fmt(value: float | None, digits: int = 3) -> str:
@@ -98,28 +140,43 @@ def headline_rows(results: Mapping[str, dict]) -> list[list[str]]:
     return [[name] + [fmt(getter(m)) for _, getter in HEADLINE_COLUMNS] for name, m in results.items()]
 
 
+def block_text(block: Block) -> str:
+    """Every piece of text a block shows (for the term explanations and the embedded font's characters)."""
+    if isinstance(block, Heading):
+        return block.text
+    if isinstance(block, Paragraph):
+        return block.text
+    if isinstance(block, Bullets):
+        return "\n".join(block.items)
+    if isinstance(block, Terms):
+        return "\n".join(f"{term}: {means}" for term, means in block.entries)
+    if isinstance(block, Table):
+        return "\n".join(" ".join(map(str, row)) for row in (block.header, *block.rows))
+    return block.alt
+
+
 # --------------------------------------------------------------------------------------------
 # Content
 # --------------------------------------------------------------------------------------------
 
 
-def build_blocks(ctx: Mapping) -> list[Block]:
-    """The report's content from the evaluation context assembled by ``evaluation.evaluate``."""
+def build_blocks(ctx: Mapping, words: ReportWords | None = None) -> list[Block]:
+    """The report's content from the evaluation context assembled by ``evaluation.evaluate``: the lead's summary
+    first (when the context carries the predictions), then the data, the tables and figures."""
+    words = words or ReportWords.load()
     results: Mapping[str, dict] = ctx["results"]
     main = ctx["main"]
-    blocks: list[Block] = [Heading("Routing evaluation", 1)]
-    blocks += _summary(ctx)
+    blocks: list[Block] = [Heading(f"Routing evaluation: {results_version(ctx, main)} on {ctx['n']} messages", 1)]
+    if ctx.get("predictions"):
+        blocks += _lead_section(lead_summary(ctx, words=words))
+    blocks += [Heading("Data and model", 2, "data"), *_summary(ctx)]
     blocks += [
         Heading("Headline", 2, "headline"),
         Table(["classifier"] + [name for name, _ in HEADLINE_COLUMNS], headline_rows(results)),
-        Paragraph(
-            "Severity F1 (low/med/high) is the mean F1 of those three labels; critical is reported on its"
-            " own because it is rare. ECE: expected calibration error of the category probabilities"
-            " (10 bins; lower is better)."
-        ),
+        Paragraph("ECE over 10 confidence bins.", note=True),
     ]
     if ctx.get("comparison"):
-        blocks += _comparison_section(ctx["comparison"])
+        blocks += _comparison_section(ctx)
     blocks += _routing_section(ctx)
     blocks += _automation_section(results)
     if results[main]["coverage"] is not None:
@@ -133,6 +190,68 @@ def build_blocks(ctx: Mapping) -> list[Block]:
         blocks += _replies_section(ctx.get("subcases"), ctx.get("reply_fit"), main)
     blocks += _worst_errors_section(ctx["worst_errors"], main)
     blocks += _other_classifiers_section(main, results)
+    return explain_terms(blocks, words)
+
+
+def explain_terms(blocks: Sequence[Block], words: ReportWords) -> list[Block]:
+    """``blocks`` with a :class:`Terms` line after the first paragraph, list or table that uses each term."""
+    explained: set[str] = set()
+    out: list[Block] = []
+    for block in blocks:
+        out.append(block)
+        if not isinstance(block, (Paragraph, Bullets, Table)):
+            continue
+        text = block_text(block)
+        new = [t for t in words.terms if t.name not in explained and t.pattern.search(text)]
+        if new:
+            explained.update(t.name for t in new)
+            out.append(Terms([(t.name, t.means) for t in new]))
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# The support lead's summary
+# --------------------------------------------------------------------------------------------
+
+
+def _lead_section(summary: LeadSummary) -> list[Block]:
+    blocks: list[Block] = [Heading("Verdict for the support lead", 2, LEAD_ANCHOR)]
+    blocks += [Paragraph(summary.verdict[0], verdict=True), Bullets(summary.verdict[1:])]
+    if summary.wrong_most:
+        blocks += [Heading("What it gets wrong most", 3, "lead-wrong"), Bullets(summary.wrong_most)]
+    blocks += [Heading("What the errors cost", 3, "lead-cost"), Paragraph(summary.cost[0])]
+    blocks += [Paragraph(line, note=True) for line in summary.cost[1:]]
+    if summary.to_do:
+        blocks += [Heading("What to do", 3, "lead-todo"), Bullets(summary.to_do)]
+    if summary.groups:
+        blocks += [Heading("Errors by kind", 3, "lead-errors"), _error_kinds_table(summary)]
+        blocks += _error_examples(summary)
+    return blocks
+
+
+def _error_kinds_table(summary: LeadSummary) -> Table:
+    rows = [[g.title, g.means, str(g.count), *_wait_cells(g.wait)] for g in summary.groups]
+    return Table(["kind", "what happened", "messages", "extra first-response wait", "extra resolution wait"], rows,
+                 wide_columns=(1,))
+
+
+def _wait_cells(wait: ExtraWait | None) -> list[str]:
+    if wait is None:
+        return ["not priced", "not priced"]
+    return [hours_text(wait.first_response_hours), hours_text(wait.resolution_hours)]
+
+
+def _error_examples(summary: LeadSummary) -> list[Block]:
+    blocks: list[Block] = []
+    for g in summary.groups:
+        shown = len(g.examples)
+        heading = f"{g.title}: {shown} of {g.count}, most confident first" if shown < g.count else g.title
+        blocks += [
+            Heading(heading, 4),
+            Table(["message (masked)", "true", "predicted", "confidence", "file:row"],
+                  [[e.text, e.true, e.predicted, fmt(e.confidence, 2), e.where] for e in g.examples],
+                  wide_columns=(0,)),
+        ]
     return blocks
 
 
@@ -232,8 +351,8 @@ def _routing_section(ctx: Mapping) -> list[Block]:
         labels = list(costs.matrices[head])
         blocks.append(
             Table(
-                [f"{head}: true \\ predicted"] + labels,
-                [[t] + [f"{costs.matrices[head][t][p]:g}" for p in labels] for t in labels],
+                [f"{head}: true \\ predicted"] + [label_name(head, p) for p in labels],
+                [[label_name(head, t)] + [f"{costs.matrices[head][t][p]:g}" for p in labels] for t in labels],
             )
         )
     return blocks
@@ -297,19 +416,22 @@ def _coverage_section(ctx: Mapping) -> list[Block]:
     ]
 
 
-def _per_label_table(m: dict) -> Table:
+def _per_label_table(head: str, m: dict) -> Table:
     return Table(
         ["label", "precision", "recall", "F1", "support"],
-        [[label, fmt(r["precision"]), fmt(r["recall"]), fmt(r["f1"]), str(r["support"])] for label, r in m["per_label"].items()],
+        [[label_name(head, label), fmt(r["precision"]), fmt(r["recall"]), fmt(r["f1"]), str(r["support"])]
+         for label, r in m["per_label"].items()],
     )
 
 
-def _head_summary(head: str, m: dict) -> str:
+def _head_summary(head: str, m: dict, metrics: dict) -> str:
     floor = m.get("ece_if_calibrated")
     noise = (f" (a perfectly calibrated model would show {fmt(floor['mean'])} on average on these rows,"
              f" up to {fmt(floor['p90'])} in 90% of draws)") if floor else ""
+    f1 = (f"{SEVERITY_FIGURE} {fmt(severity_figure(metrics))}" if head == "severity"
+          else f"macro-F1 {fmt(m['macro_f1'])}")
     return (
-        f"{head} ({m['n']} labelled rows): accuracy {fmt(m['accuracy'])}, macro-F1 {fmt(m['macro_f1'])},"
+        f"{head} ({m['n']} labelled rows): accuracy {fmt(m['accuracy'])}, {f1},"
         f" weighted-F1 {fmt(m['weighted_f1'])}, Cohen's kappa {fmt(m['kappa'])}, ECE {fmt(m['ece'])}{noise}."
     )
 
@@ -323,8 +445,8 @@ def _heads_section(main: str, m: dict, ctx: Mapping) -> list[Block]:
             continue
         blocks += [
             Heading(head, 3, f"head-{head}"),
-            Paragraph(_head_summary(head, h)),
-            _per_label_table(h),
+            Paragraph(_head_summary(head, h, m)),
+            _per_label_table(head, h),
             Image(f"confusion_{head}.png", f"{head} confusion matrix"),
             Image(f"reliability_{head}.png", f"{head} reliability diagram"),
         ]
@@ -334,29 +456,33 @@ def _heads_section(main: str, m: dict, ctx: Mapping) -> list[Block]:
     return blocks
 
 
-def _comparison_section(comp: Mapping) -> list[Block]:
+def _comparison_section(ctx: Mapping) -> list[Block]:
+    comp = ctx["comparison"]
+    figures = dict(comp["heads"])
+    sentences = dict(zip(figures, comp["sentences"]))  # one sentence per head, in the same order
     rows = []
-    for head, r in comp["heads"].items():
+    for head, r in figures.items():
         rows.append([
-            head, str(r["n"]), fmt(r["macro_f1_a"]), fmt(r["macro_f1_b"]), f"{r['difference']:+.3f}",
+            figure_name(head), str(r["n"]), fmt(r["macro_f1_a"]), fmt(r["macro_f1_b"]), f"{r['difference']:+.3f}",
             f"[{r['ci_low']:+.3f}, {r['ci_high']:+.3f}]", fmt(r["permutation_p"]),
             f"{pct(r['accuracy_a'])} vs {pct(r['accuracy_b'])}",
             f"{r['a_right_b_wrong']} / {r['a_wrong_b_right']}", fmt(r["mcnemar_p"]),
         ])
-    any_head = next(iter(comp["heads"].values()))
+    any_head = next(iter(figures.values()))
     return [
         Heading(f"Comparison: {comp['model']} vs {comp['compare']}", 2, "comparison"),
-        *[Paragraph(sentence) for sentence in comp["sentences"]],
+        *[Paragraph(sentences[head]) for head in figures],
         Table(
-            ["head", "rows", "macro-F1 model", "macro-F1 compare", "difference", "95% CI (bootstrap)",
+            ["figure", "rows", "model", "compare", "difference", "95% CI (bootstrap)",
              "permutation p", "accuracy", "only model right / only compare right", "McNemar p"],
             rows,
         ),
         Paragraph(
             f"Difference = model − compare. CI: paired bootstrap over rows, {any_head['n_resamples']} resamples,"
-            f" seed {any_head['seed']}. Permutation p: paired approximate-randomisation test on the macro-F1"
-            f" difference ({any_head['n_resamples']} random swaps, two-sided). McNemar p: exact binomial test on"
-            " the rows exactly one of the two models gets right. Significance is decided by the permutation test."
+            f" seed {any_head['seed']}. Permutation p: paired approximate-randomisation test on the difference"
+            f" ({any_head['n_resamples']} random swaps, two-sided). McNemar p: exact binomial test on"
+            " the rows exactly one of the two models gets right. A difference is significant when the permutation"
+            " test says so and the interval leaves out 0."
         ),
     ]
 
@@ -447,7 +573,8 @@ def _worst_errors_section(worst: Mapping[str, list], main: str) -> list[Block]:
         blocks.append(
             Table(
                 ["#", "file:row", "text (masked)", "true", "predicted", "confidence"] + [f"{h} true → pred" for h in others],
-                [[str(k + 1), r["where"], r["text"], r["true"], r["pred"], fmt(r["confidence"])] + [r["other"][h] for h in others]
+                [[str(k + 1), r["where"], r["text"], label_name(head, r["true"]), label_name(head, r["pred"]),
+                  fmt(r["confidence"])] + [r["other"][h] for h in others]
                  for k, r in enumerate(rows)],
                 wide_columns=(2,),
             )
@@ -464,7 +591,8 @@ def _other_classifiers_section(main: str, results: Mapping[str, dict]) -> list[B
         blocks.append(Heading(name, 3))
         for head in HEADS:
             if results[name][head] is not None:
-                blocks += [Paragraph(_head_summary(head, results[name][head])), _per_label_table(results[name][head])]
+                blocks += [Paragraph(_head_summary(head, results[name][head], results[name])),
+                           _per_label_table(head, results[name][head])]
     return blocks
 
 
@@ -492,7 +620,11 @@ def to_markdown(blocks: Sequence[Block]) -> str:
             out += ["#" * block.level + " " + _md_text(block.text), ""]
         elif isinstance(block, Paragraph):
             text = _md_text(block.text)
-            out += [f"> {text}" if block.note else text, ""]
+            out += [f"> {text}" if block.note else f"**{text}**" if block.verdict else text, ""]
+        elif isinstance(block, Bullets):
+            out += [f"- {_md_text(item)}" for item in block.items] + [""]
+        elif isinstance(block, Terms):
+            out += [f"> - {_md_text(term)}: {_md_text(means)}" for term, means in block.entries] + [""]
         elif isinstance(block, Table):
             out.append("| " + " | ".join(_md_cell(h) for h in block.header) + " |")
             out.append("|" + "---|" * len(block.header))
@@ -510,25 +642,34 @@ def to_markdown(blocks: Sequence[Block]) -> str:
 # --------------------------------------------------------------------------------------------
 
 _CSS = """
-body { font-family: -apple-system, "Segoe UI", "Noto Sans CJK SC", "Microsoft YaHei", sans-serif;
+body { font-family: "%(font)s", -apple-system, "Segoe UI", "Noto Sans CJK SC", "Microsoft YaHei", sans-serif;
        margin: 2em auto; max-width: 1200px; padding: 0 1em; color: #222; line-height: 1.45; }
-h1 { border-bottom: 2px solid #4c78a8; padding-bottom: .2em; }
+h1 { border-bottom: 2px solid #4c78a8; padding-bottom: .2em; font-size: 26px; }
 h2 { margin-top: 2em; border-bottom: 1px solid #ccc; padding-bottom: .15em; }
+h2#%(lead)s { margin-top: 1em; }
+h3 { margin: 1.2em 0 .3em; font-size: 17px; }
+h4 { margin: 1em 0 .2em; font-size: 15px; }
 table { border-collapse: collapse; margin: .6em 0 1em; font-size: 14px; }
 th, td { border: 1px solid #ccc; padding: 3px 8px; vertical-align: top; }
 th { background: #eef3f8; text-align: left; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
 td.wide { max-width: 520px; }
 td:first-child { white-space: nowrap; }
+td.wide:first-child { white-space: normal; }
 tr.flagged td { color: #888; font-style: italic; }
 tr:nth-child(even) td { background: #fafafa; }
+p.verdict { font-size: 18px; font-weight: 600; background: #eef6ee; border-left: 4px solid #54a24b; padding: .5em .8em; margin: .6em 0; }
 p.note { color: #666; font-size: 13px; border-left: 3px solid #ddd; padding-left: .6em; }
-img { max-width: 100%; margin: .4em 1em .4em 0; vertical-align: top; }
-nav { background: #f5f7fa; padding: .5em 1em; border: 1px solid #e0e6ee; }
+p.terms { color: #555; font-size: 12.5px; margin: -.3em 0 1em; padding-left: .6em; border-left: 3px solid #e6dcc0; }
+p.terms dfn { color: #333; font-style: normal; font-weight: 600; }
+ul { margin: .3em 0 .8em; padding-left: 1.4em; }
+li { margin: .15em 0; }
+img { max-width: 100%%; margin: .4em 1em .4em 0; vertical-align: top; }
+nav { background: #f5f7fa; padding: .5em 1em; border: 1px solid #e0e6ee; margin-top: 2em; }
 nav a { margin-right: 1.2em; }
 """
 
-_NUMERIC = re.compile(r"^[-+]?(\d+(\.\d+)?%?|–)( of \d+)?( \(\d+( of \d+)?\))?$|^\[[-+0-9., ]+\]$")
+_NUMERIC = re.compile(r"^[-+]?(\d+(\.\d+)?%?|–)( of \d+)?( \(\d+( of \d+)?\))?$|^\[[-+0-9., ]+\]$|^\d+(\.\d+)? (h|min)$")
 
 
 def _td(text: str, wide: bool) -> str:
@@ -541,40 +682,57 @@ def _td(text: str, wide: bool) -> str:
     return f"<td{attr}>{html.escape(str(text))}</td>"
 
 
-def to_html(blocks: Sequence[Block], images: Mapping[str, bytes], title: str = "Routing evaluation") -> str:
-    """One self-contained HTML page; ``images`` maps each :class:`Image` name to its PNG bytes."""
+def _table_html(block: Table) -> str:
+    parts = ["<table>", "<thead><tr>" + "".join(f"<th>{html.escape(str(h))}</th>" for h in block.header) + "</tr></thead>",
+             "<tbody>"]
+    for i, row in enumerate(block.rows):
+        flagged = i < len(block.flagged) and block.flagged[i]
+        tr = '<tr class="flagged">' if flagged else "<tr>"
+        parts.append(tr + "".join(_td(c, j in block.wide_columns) for j, c in enumerate(row)) + "</tr>")
+    parts.append("</tbody></table>")
+    return "\n".join(parts)
+
+
+def _block_html(block: Block, images: Mapping[str, bytes]) -> str:
+    if isinstance(block, Heading):
+        anchor = f' id="{html.escape(block.anchor)}"' if block.anchor else ""
+        return f"<h{block.level}{anchor}>{html.escape(block.text)}</h{block.level}>"
+    if isinstance(block, Paragraph):
+        cls = ' class="note"' if block.note else ' class="verdict"' if block.verdict else ""
+        return f"<p{cls}>{html.escape(block.text)}</p>"
+    if isinstance(block, Bullets):
+        return "<ul>" + "".join(f"<li>{html.escape(item)}</li>" for item in block.items) + "</ul>"
+    if isinstance(block, Terms):
+        lines = [f"<dfn>{html.escape(term)}</dfn>: {html.escape(means)}" for term, means in block.entries]
+        return '<p class="terms">' + "<br>".join(lines) + "</p>"
+    if isinstance(block, Table):
+        return _table_html(block)
+    if isinstance(block, Image):
+        if block.name not in images:
+            raise KeyError(f"no PNG for image {block.name!r}")
+        data = base64.b64encode(images[block.name]).decode("ascii")
+        return f'<img src="data:image/png;base64,{data}" alt="{html.escape(block.alt)}">'
+    raise TypeError(f"unknown block {block!r}")  # pragma: no cover - exhaustive
+
+
+def to_html(blocks: Sequence[Block], images: Mapping[str, bytes], title: str | None = None) -> str:
+    """One self-contained HTML page; ``images`` maps each :class:`Image` name to its PNG bytes. The table of
+    contents follows the lead's summary, so that the summary is the first thing on the screen."""
+    title = title or next((b.text for b in blocks if isinstance(b, Heading) and b.level == 1), "Routing evaluation")
     nav = [f'<a href="#{html.escape(b.anchor)}">{html.escape(b.text)}</a>' for b in blocks
            if isinstance(b, Heading) and b.level == 2 and b.anchor]
     body: list[str] = []
-    first_h2 = True
+    nav_placed = not nav
     for block in blocks:
-        if isinstance(block, Heading):
-            if block.level == 2 and first_h2 and nav:
-                body.append("<nav>" + "".join(nav) + "</nav>")
-                first_h2 = False
-            anchor = f' id="{html.escape(block.anchor)}"' if block.anchor else ""
-            body.append(f"<h{block.level}{anchor}>{html.escape(block.text)}</h{block.level}>")
-        elif isinstance(block, Paragraph):
-            cls = ' class="note"' if block.note else ""
-            body.append(f"<p{cls}>{html.escape(block.text)}</p>")
-        elif isinstance(block, Table):
-            parts = ["<table>", "<thead><tr>" + "".join(f"<th>{html.escape(str(h))}</th>" for h in block.header) + "</tr></thead>", "<tbody>"]
-            for i, row in enumerate(block.rows):
-                flagged = i < len(block.flagged) and block.flagged[i]
-                tr = '<tr class="flagged">' if flagged else "<tr>"
-                parts.append(tr + "".join(_td(c, j in block.wide_columns) for j, c in enumerate(row)) + "</tr>")
-            parts.append("</tbody></table>")
-            body.append("\n".join(parts))
-        elif isinstance(block, Image):
-            if block.name not in images:
-                raise KeyError(f"no PNG for image {block.name!r}")
-            data = base64.b64encode(images[block.name]).decode("ascii")
-            body.append(f'<img src="data:image/png;base64,{data}" alt="{html.escape(block.alt)}">')
-        else:  # pragma: no cover - exhaustive
-            raise TypeError(f"unknown block {block!r}")
+        if not nav_placed and isinstance(block, Heading) and block.level == 2 and block.anchor != LEAD_ANCHOR:
+            body.append("<nav>" + "".join(nav) + "</nav>")
+            nav_placed = True
+        body.append(_block_html(block, images))
+    page_text = title + "".join(block_text(b) for b in blocks)
+    css = font_face_css(page_text) + "\n" + _CSS % {"font": FONT_FAMILY, "lead": LEAD_ANCHOR}
     return (
         "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
-        f"<title>{html.escape(title)}</title>\n<style>{_CSS}</style>\n</head>\n<body>\n"
+        f"<title>{html.escape(title)}</title>\n<style>{css}</style>\n</head>\n<body>\n"
         + "\n".join(body)
         + "\n</body>\n</html>\n"
     )

@@ -13,7 +13,9 @@
   p = min(1, 2 · P(Binomial(b + c, ½) ≤ min(b, c))), and p = 1 when b + c = 0.
 
 Macro-F1 follows :func:`evaluation.metrics.head_metrics` (mean over labels occurring in the truth or
-the predictions of the sample in question).
+the predictions of the sample in question). With ``averaged`` (a subset of the labels, e.g. severity's
+low / medium / high: the one severity figure of every report) the figure is instead the mean F1 of exactly
+those labels, an absent one counting 0, as the headline computes it.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 
-from helpdesk_triage.evaluation.metrics import label_indices, macro_f1_rows
+from helpdesk_triage.evaluation.metrics import figure_name, label_indices, macro_f1_rows
 
 __all__ = [
     "ALPHA",
@@ -68,9 +70,32 @@ def _chunks(total: int, n: int) -> Iterator[int]:
         yield min(step, total - start)
 
 
-def _observed(t: np.ndarray, a: np.ndarray, b: np.ndarray, k: int) -> tuple[float, float]:
-    f1 = macro_f1_rows(np.stack([t, t]), np.stack([a, b]), k)
+def _observed(t: np.ndarray, a: np.ndarray, b: np.ndarray, k: int, figure=macro_f1_rows) -> tuple[float, float]:
+    f1 = figure(np.stack([t, t]), np.stack([a, b]), k)
     return float(f1[0]), float(f1[1])
+
+
+def mean_label_f1_rows(t: np.ndarray, p: np.ndarray, k: int, averaged: Sequence[int]) -> np.ndarray:
+    """Per row of the (resamples × rows) label-index arrays: the mean F1 of the labels ``averaged`` (indices; a label
+    absent from truth and predictions counts 0)."""
+    r = t.shape[0]
+    offsets = (np.arange(r, dtype=np.int64) * k * k)[:, None]
+    cm = np.bincount((offsets + t * k + p).ravel(), minlength=r * k * k).reshape(r, k, k)
+    tp = np.diagonal(cm, axis1=1, axis2=2).astype(float)
+    denominator = (cm.sum(axis=2) + cm.sum(axis=1)).astype(float)
+    f1 = np.divide(2 * tp, denominator, out=np.zeros_like(tp), where=denominator > 0)
+    return f1[:, list(averaged)].mean(axis=1)
+
+
+def _figure(labels: Sequence[str], averaged: Sequence[str] | None):
+    """The per-resample figure: macro-F1, or the mean F1 of the ``averaged`` labels."""
+    if averaged is None:
+        return macro_f1_rows
+    unknown = [label for label in averaged if label not in labels]
+    if unknown:
+        raise ValueError(f"averaged labels {unknown} are not among {list(labels)}")
+    idx = [list(labels).index(label) for label in averaged]
+    return lambda t, p, k: mean_label_f1_rows(t, p, k, idx)
 
 
 def bootstrap_indices(n: int, n_resamples: int, seed: int) -> Iterator[np.ndarray]:
@@ -88,16 +113,18 @@ def paired_bootstrap(
     n_resamples: int = DEFAULT_RESAMPLES,
     seed: int = DEFAULT_SEED,
     confidence: float = 0.95,
+    averaged: Sequence[str] | None = None,
 ) -> dict:
-    """Macro-F1 of A and B, their difference A − B and its paired-bootstrap percentile CI."""
+    """Macro-F1 (or the mean F1 of ``averaged``) of A and B, their difference A − B and its paired-bootstrap CI."""
     t, a, b, k = _prepare(y_true, pred_a, pred_b, labels)
     n_resamples = _check_count("n_resamples", n_resamples)
     if not 0 < confidence < 1:
         raise ValueError(f"confidence must be in (0, 1), got {confidence!r}")
-    f1_a, f1_b = _observed(t, a, b, k)
+    figure = _figure(labels, averaged)
+    f1_a, f1_b = _observed(t, a, b, k, figure)
     diffs = []
     for idx in bootstrap_indices(t.size, n_resamples, seed):
-        diffs.append(macro_f1_rows(t[idx], a[idx], k) - macro_f1_rows(t[idx], b[idx], k))
+        diffs.append(figure(t[idx], a[idx], k) - figure(t[idx], b[idx], k))
     d = np.concatenate(diffs)
     tail = (1 - confidence) / 2 * 100
     low, high = np.percentile(d, [tail, 100 - tail])
@@ -120,11 +147,13 @@ def permutation_test(
     labels: Sequence[str],
     n_permutations: int = DEFAULT_RESAMPLES,
     seed: int = DEFAULT_SEED,
+    averaged: Sequence[str] | None = None,
 ) -> dict:
-    """Two-sided paired approximate-randomisation test of the macro-F1 difference."""
+    """Two-sided paired approximate-randomisation test of the macro-F1 (or mean F1 of ``averaged``) difference."""
     t, a, b, k = _prepare(y_true, pred_a, pred_b, labels)
     n_permutations = _check_count("n_permutations", n_permutations)
-    f1_a, f1_b = _observed(t, a, b, k)
+    figure = _figure(labels, averaged)
+    f1_a, f1_b = _observed(t, a, b, k, figure)
     observed = abs(f1_a - f1_b)
     rng = np.random.default_rng(seed)
     at_least = 0
@@ -133,7 +162,7 @@ def permutation_test(
         a_star = np.where(swap, b, a)
         b_star = np.where(swap, a, b)
         tt = np.broadcast_to(t, swap.shape)
-        d_star = np.abs(macro_f1_rows(tt, a_star, k) - macro_f1_rows(tt, b_star, k))
+        d_star = np.abs(figure(tt, a_star, k) - figure(tt, b_star, k))
         at_least += int(np.sum(d_star >= observed - _TIE_EPS))
     return {
         "difference": f1_a - f1_b,
@@ -169,10 +198,13 @@ def compare_head(
     n_resamples: int = DEFAULT_RESAMPLES,
     seed: int = DEFAULT_SEED,
     alpha: float = ALPHA,
+    averaged: Sequence[str] | None = None,
 ) -> dict:
-    """Bootstrap CI, permutation test and McNemar for one head (rows with a true label only)."""
-    boot = paired_bootstrap(y_true, pred_a, pred_b, labels, n_resamples=n_resamples, seed=seed, confidence=1 - alpha)
-    perm = permutation_test(y_true, pred_a, pred_b, labels, n_permutations=n_resamples, seed=seed)
+    """Bootstrap CI, permutation test and McNemar for one head (rows with a true label only); the figure is macro-F1,
+    or the mean F1 of the ``averaged`` labels (kept in the result as ``averaged``; the keys stay ``macro_f1_a/b``)."""
+    boot = paired_bootstrap(y_true, pred_a, pred_b, labels, n_resamples=n_resamples, seed=seed, confidence=1 - alpha,
+                            averaged=averaged)
+    perm = permutation_test(y_true, pred_a, pred_b, labels, n_permutations=n_resamples, seed=seed, averaged=averaged)
     correct_a = [p == t for p, t in zip(pred_a, y_true)]
     correct_b = [p == t for p, t in zip(pred_b, y_true)]
     mcnemar = mcnemar_exact(correct_a, correct_b)
@@ -193,6 +225,7 @@ def compare_head(
         "n_resamples": n_resamples,
         "seed": seed,
         "alpha": alpha,
+        "averaged": None if averaged is None else list(averaged),
         # Significant only when both tests say so: a verdict beside an interval that holds 0 would contradict it.
         "significant": bool(perm["p_value"] < alpha and (boot["ci_low"] > 0 or boot["ci_high"] < 0)),
     }
@@ -202,8 +235,10 @@ def verdict(head: str, result: dict, name_a: str, name_b: str) -> str:
     """One plain sentence on the macro-F1 difference: significant when the permutation test is under ``alpha`` and the
     bootstrap interval excludes 0."""
     pct = f"{result['alpha'] * 100:g}%"
+    # The figure is named first: "severity F1 (low/med/high): …", "category: … (macro-F1 0.78 vs …)".
+    head, name = (figure_name(head), "") if result.get("averaged") else (head, "macro-F1 ")
     figures = (
-        f"macro-F1 {result['macro_f1_a']:.3f} vs {result['macro_f1_b']:.3f},"
+        f"{name}{result['macro_f1_a']:.3f} vs {result['macro_f1_b']:.3f},"
         f" difference {result['difference']:+.3f}"
         f" ({result['confidence'] * 100:g}% CI {result['ci_low']:+.3f} to {result['ci_high']:+.3f}),"
         f" permutation p = {result['permutation_p']:.3f}, McNemar p = {result['mcnemar_p']:.3f}"

@@ -68,6 +68,16 @@ def build_net(base_folder: Path, num_layers: int, head_sizes: dict[str, int]) ->
     return TriageNet(encoder, head_sizes)
 
 
+def load_trained_weights(net: TriageNet, folder: Path) -> None:
+    """The fine-tuned layers and heads stored in the model folder ``folder``, over ``net``."""
+    trained = load_file(str(folder / WEIGHTS_NAME))
+    own = net.state_dict()
+    unexpected = sorted(set(trained) - set(own))
+    if unexpected:
+        raise ValueError(f"{folder}: weights for unknown parameters {unexpected[:5]}")
+    net.load_state_dict({k: v.to(own[k].dtype) for k, v in trained.items()}, strict=False)
+
+
 class TorchBackend:
     runtime = RUNTIME
 
@@ -87,12 +97,7 @@ class TorchBackend:
         if base.name != config.base_folder_name:
             raise ValueError(f"{folder}: trained over base {config.base_folder_name}, the installed base is {base.name}")
         net = build_net(base, config.num_layers, {h: len(codes) for h, codes in config.labels.items()})
-        trained = load_file(str(folder / WEIGHTS_NAME))
-        own = net.state_dict()
-        unexpected = sorted(set(trained) - set(own))
-        if unexpected:
-            raise ValueError(f"{folder}: weights for unknown parameters {unexpected[:5]}")
-        net.load_state_dict({k: v.to(own[k].dtype) for k, v in trained.items()}, strict=False)
+        load_trained_weights(net, folder)
         return cls(net, AutoTokenizer.from_pretrained(base), config)
 
     def save_weights(self, folder: Path) -> None:

@@ -38,3 +38,12 @@ def shared_corpora() -> Path:
 @pytest.fixture(scope="session")
 def embedded_version() -> str:
     return ModelConfig.load(DEFAULT_MODEL_DIR).version
+
+
+@pytest.fixture(scope="module")
+def torch_runtime():
+    """The torch runtime for a module's tests (``pytestmark = pytest.mark.usefixtures("torch_runtime")``): a training run
+    ends with a verdict that loads models, and tiny ones need no ONNX build."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("TRIAGE_RUNTIME", "torch")
+        yield

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from helpdesk_triage.api.cli import main
+from helpdesk_triage.evaluation.metrics import figure_name
 from helpdesk_triage.model.folder import DEFAULT_MODEL_DIR
 from helpdesk_triage.model.trained_texts import fingerprint, trained_fingerprints, trained_on
 from helpdesk_triage.training.progress import RunProgress
@@ -20,6 +21,7 @@ from helpdesk_triage.training.verdict import FigureComparison, recall_comparison
 
 from tests.test_training_pipeline import MESSAGES, SENTIMENT, SEVERITY
 
+pytestmark = pytest.mark.usefixtures("torch_runtime")
 TINY = ["--num-layers", "1", "--trained-layers", "1", "--epochs", "2", "--batch-size", "8", "--max-length", "32", "--seed", "7"]
 # A second set of messages, none of them in MESSAGES: what a data team adds.
 NEW_MESSAGES = {
@@ -35,13 +37,6 @@ def write_rows(path: Path, messages: dict[str, list[str]]) -> Path:
                                        ensure_ascii=False) + "\n" for c, texts in messages.items() for t in texts),
                     encoding="utf-8")
     return path
-
-
-@pytest.fixture(scope="module", autouse=True)
-def torch_runtime():
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("TRIAGE_RUNTIME", "torch")
-        yield
 
 
 @pytest.fixture(scope="module")
@@ -99,7 +94,7 @@ def test_every_run_ends_with_a_verdict_in_the_card_and_the_exit_status(continued
     assert verdict["sentence"].startswith("Verdict: the new model tiny-continued is")
     assert set(verdict["against"]) == {"the model in service", "the TF-IDF baseline"}
     figures = [f["figure"] for f in verdict["against"]["the model in service"]]
-    assert figures[:3] == ["category macro-F1", "severity macro-F1", "sentiment macro-F1"]
+    assert figures[:3] == [figure_name(head) for head in ("category", "severity", "sentiment")]
     card = (out / "README.md").read_text(encoding="utf-8")
     assert "## Verdict" in card and verdict["sentence"] in card
     assert "Continued from `tiny-service`" in card

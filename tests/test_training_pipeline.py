@@ -25,12 +25,7 @@ SENTIMENT = {"A": "neutral", "B": "negative", "C": "negative", "D": "negative"}
 FROM_SCRATCH = ["--from-scratch", "--accept-worse"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def torch_runtime():
-    """The verdict at the end of each run loads models: the torch runtime skips building ONNX files for tiny ones."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("TRIAGE_RUNTIME", "torch")
-        yield
+pytestmark = pytest.mark.usefixtures("torch_runtime")
 
 
 def write_training_file(path: Path) -> Path:

@@ -26,12 +26,7 @@ from helpdesk_triage.training.weak_labels import (
 FROM_SCRATCH = ["--from-scratch", "--accept-worse"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def torch_runtime():
-    """The verdict at the end of each run loads models: the torch runtime skips building ONNX files for tiny ones."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("TRIAGE_RUNTIME", "torch")
-        yield
+pytestmark = pytest.mark.usefixtures("torch_runtime")
 
 
 @pytest.fixture(scope="module")

@@ -26,7 +26,7 @@ from helpdesk_triage.training.progress import RunProgress
 from helpdesk_triage.training.replay import REPLAY_KEY, Replay, load_replay, replay_sources, sources_of_run
 from helpdesk_triage.training.trainer import TrainConfig, TrainResult, train
 from helpdesk_triage.training.weak_labels import CorpusError, weak_rows, write_weak_rows
-from helpdesk_triage.training.weight_soup import soup_problems, soup_with as soup_with_model
+from helpdesk_triage.training.weight_soup import setting_differences, soup_problems, soup_with as soup_with_model
 
 TRAINING_INFO_NAME = "training_info.json"
 
@@ -194,17 +194,9 @@ def _advance(progress: RunProgress | None, units: int, phase: str) -> None:
 
 def start_problems(folder: str | Path, config: TrainConfig) -> list[str]:
     """What stops a run with these settings from continuing from the model in ``folder``."""
-    folder = Path(folder)
-    try:
-        theirs = ModelConfig.load(folder)
-    except (FileNotFoundError, TypeError, ValueError) as error:
-        return [f"--from {folder}: {error}"]
-    wanted = {"num_layers": config.num_layers, "trained_layers": config.trained_layer_indices(),
-              "max_length": config.max_length, "text_prefix": config.text_prefix}
-    differ = [f"{name} {getattr(theirs, name)!r} (this run {value!r})" for name, value in wanted.items()
-              if getattr(theirs, name) != value]
+    differ = setting_differences(folder, config)
     if differ:
-        return [f"--from {folder}: that model has " + ", ".join(differ) + "; keep its settings, or train anew with --from-scratch"]
+        return [f"--from {folder}: that model has " + "; ".join(differ) + "; keep its settings, or train anew with --from-scratch"]
     return []
 
 

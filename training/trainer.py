@@ -21,7 +21,7 @@ from torch import nn
 from helpdesk_triage.policy.labels import HEADS, LABELS
 from helpdesk_triage.evaluation.metrics import macro_f1_rows
 from helpdesk_triage.model.folder import ModelConfig
-from helpdesk_triage.model.torch_backend import TorchBackend, TriageNet, build_net, trained_prefixes
+from helpdesk_triage.model.torch_backend import TorchBackend, TriageNet, build_net, load_trained_weights, trained_prefixes
 from helpdesk_triage.model.triage_model import TriageModel
 from helpdesk_triage.training.progress import RunProgress
 from helpdesk_triage.training.train_config import SELECT_ON, TrainConfig  # noqa: F401 - re-exported
@@ -194,19 +194,10 @@ def _epoch_pool(ds) -> list[int]:
 
 def _load_trained_weights(net: TriageNet, folder: Path, base_folder: Path) -> None:
     """The fine-tuned layers and heads of the model folder ``folder`` over ``net`` (built on the same base)."""
-    from safetensors.torch import load_file
-
-    from helpdesk_triage.model.folder import WEIGHTS_NAME
-
     theirs = ModelConfig.load(folder)
     if theirs.base_folder_name != base_folder.name:
         raise ValueError(f"{folder}: trained over base {theirs.base_folder_name}, this run's base is {base_folder.name}")
-    trained = load_file(str(folder / WEIGHTS_NAME))
-    own = net.state_dict()
-    unknown = sorted(set(trained) - set(own))
-    if unknown:
-        raise ValueError(f"{folder}: weights for parameters this run does not have ({', '.join(unknown[:3])})")
-    net.load_state_dict({k: v.to(own[k].dtype) for k, v in trained.items()}, strict=False)
+    load_trained_weights(net, folder)
 
 
 def _freeze_all_but(net: TriageNet, trained_layers: list[int]) -> None:

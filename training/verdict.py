@@ -18,6 +18,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from helpdesk_triage.evaluation.metrics import FIGURE_LABELS, figure_name
 from helpdesk_triage.evaluation.predictions import Predictions, predict_rows
 from helpdesk_triage.evaluation.significance import ALPHA, bootstrap_indices, compare_head
 from helpdesk_triage.model.trained_texts import trained_fingerprints, trained_on
@@ -116,8 +117,8 @@ def compare(new: Predictions, other: Predictions) -> list[FigureComparison]:
         if a.labelled.size == 0:
             continue
         result = compare_head(a.true_labelled(), a.pred_labelled(), b.pred_labelled(), a.labels,
-                              n_resamples=N_RESAMPLES, seed=SEED, alpha=ALPHA)
-        figures.append(FigureComparison(f"{head} macro-F1", result["macro_f1_a"], result["macro_f1_b"], result["ci_low"],
+                              n_resamples=N_RESAMPLES, seed=SEED, alpha=ALPHA, averaged=FIGURE_LABELS.get(head))
+        figures.append(FigureComparison(figure_name(head), result["macro_f1_a"], result["macro_f1_b"], result["ci_low"],
                                         result["ci_high"], result["significant"], result["n"]))
     head, label = ESCALATION
     recall = recall_comparison(new.head(head).true, new.head(head).pred, other.head(head).pred, label,
@@ -151,15 +152,21 @@ def run_verdict(new_model, service_model, service_folder, baseline_rows, eval_ds
     say(f"verdict: evaluating the new model, the model in service and TF-IDF on {len(texts)} evaluation rows")
     new = predict_rows(new_model, texts, truth, progress=False)
     service = predict_rows(service_model, texts, truth, progress=False)
-    baseline_model = TfidfLogRegBaseline().fit(baseline_rows)
-    baseline = predict_rows(baseline_model, texts, truth, progress=False)
     service_key, baseline_key = "the model in service", "the TF-IDF baseline"
-    against = {service_key: compare(new, service), baseline_key: compare(new, baseline)}
-    verdict = Verdict(new_model.version, len(texts), against,
-                      {service_key: service_model.version, baseline_key: f"{baseline_model.version}, fitted on this run's "
-                                                                           f"{len(baseline_rows)} training rows"})
-    verdict.worse_than = (worse_reasons(service_key, against[service_key], SERVICE_TOLERANCE)
-                          + worse_reasons(baseline_key, against[baseline_key], None))
+    against = {service_key: compare(new, service)}
+    names = {service_key: service_model.version}
+    notes = []
+    try:
+        baseline_model = TfidfLogRegBaseline().fit(baseline_rows)
+    except ValueError as error:  # e.g. the team's rows label only some heads
+        notes.append(f"no TF-IDF baseline: {error}")
+    else:
+        against[baseline_key] = compare(new, predict_rows(baseline_model, texts, truth, progress=False))
+        names[baseline_key] = f"{baseline_model.version}, fitted on this run's {len(baseline_rows)} training rows"
+    verdict = Verdict(new_model.version, len(texts), against, names, notes=notes)
+    verdict.worse_than = worse_reasons(service_key, against[service_key], SERVICE_TOLERANCE)
+    if baseline_key in against:
+        verdict.worse_than += worse_reasons(baseline_key, against[baseline_key], None)
     seen = sum(trained_on(texts, trained_fingerprints(service_folder)))
     if seen:
         verdict.notes.append(f"the model in service was trained on {seen} of these {len(texts)} rows: its figures here "

@@ -27,15 +27,20 @@ SHARED_SETTINGS = ("base_folder_name", "base_source_sha256", "num_layers", "trai
 
 def soup_problems(other: str | Path, config: TrainConfig) -> list[str]:
     """What stops a run with these settings from being averaged with ``other``, checked before fine-tuning starts."""
-    other = Path(other)
+    return [f"--soup-with {other}: it has {difference}" for difference in setting_differences(other, config)]
+
+
+def setting_differences(folder: str | Path, config: TrainConfig) -> list[str]:
+    """How the model in ``folder`` differs from a run with ``config`` in the settings its weights depend on, as
+    "num_layers 12, this run 6"; a folder that is no model is one difference saying why."""
     try:
-        theirs = ModelConfig.load(other)
+        theirs = ModelConfig.load(Path(folder))
     except (FileNotFoundError, TypeError, ValueError) as error:
-        return [f"--soup-with {other}: {error}"]
+        return [f"no readable model config ({error})"]
     wanted = {"num_layers": config.num_layers, "trained_layers": config.trained_layer_indices(),
               "max_length": config.max_length, "text_prefix": config.text_prefix}
-    return [f"--soup-with {other}: it has {name} {getattr(theirs, name)!r}, this run {value!r}"
-            for name, value in wanted.items() if getattr(theirs, name) != value]
+    return [f"{name} {getattr(theirs, name)!r}, this run {value!r}" for name, value in wanted.items()
+            if getattr(theirs, name) != value]
 
 
 def soup_with(triager: TriageModel, other: str | Path, eval_ds) -> dict:
