@@ -116,6 +116,18 @@ def test_a_worse_run_exits_3_unless_accepted(in_service, tmp_path, capsys):
     assert "Verdict: the new model tiny-worse is" in err
 
 
+def test_temperatures_are_kept_when_the_evaluation_rows_were_trained_on(in_service, tmp_path):
+    data = write_rows(tmp_path / "same.jsonl", MESSAGES)  # the service model's own rows, split with another seed
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("TRIAGE_MODEL_DIR", str(in_service))
+        main(["train", "--data", str(data), "--out", str(tmp_path / "m"), "--epochs", "1", "--seed", "3", "--accept-worse"])
+    info = json.loads((tmp_path / "m" / "training_info.json").read_text(encoding="utf-8"))
+    service = json.loads((in_service / "triager_config.json").read_text(encoding="utf-8"))
+    assert "its own temperatures are kept" in info["started_from"]["kept_temperatures"]
+    assert info["temperatures"] == service["temperatures"]
+    assert "Calibration: the starting model trained on" in (tmp_path / "m" / "README.md").read_text(encoding="utf-8")
+
+
 def test_continuing_keeps_the_starting_models_settings(in_service, tmp_path, capsys):
     data = write_rows(tmp_path / "new.jsonl", NEW_MESSAGES)
     assert main(["train", "--data", str(data), "--out", str(tmp_path / "m"), "--from", str(in_service),
