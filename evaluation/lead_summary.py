@@ -394,7 +394,7 @@ def _policy_sentence(ctx: Mapping, missed: Mapping[str, MissedEscalations]) -> s
     over = {name: ctx["results"][name]["routing_impact"]["category"]["over_triage"] for name in (main, policy)}
     late = {name: hours_text(missed[name].wait.total_hours) for name in (main, policy)}
     return (f"The service answers with the model's decision policy (row \"{policy}\"): it misses"
-            f" {missed[policy].count} complaints and emergencies ({late[policy]} late) instead of {missed[main].count}"
+            f" {missed[policy].count} of the complaints and emergencies ({late[policy]} late) instead of {missed[main].count}"
             f" ({late[main]} late), and escalates {over[policy]} messages that are not complaints instead of"
             f" {over[main]}.")
 

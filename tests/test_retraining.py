@@ -31,6 +31,14 @@ NEW_MESSAGES = {
     "D": ["你们太坑了我要投诉", "再不处理我就报警", "客服态度恶劣", "虚假宣传我要曝光", "我要向消协举报", "一个月了都没人管"],
 }
 
+# Rows neither model trains on: what the verdict compares on (it needs 20 or more).
+FRESH_MESSAGES = {
+    "A": ["周末发货吗", "可以用优惠券吗", "有没有大一号的", "支持七天无理由吗", "什么时候上新", "几天能到北京"],
+    "B": ["我的订单怎么取消了", "快递被退回去了", "换货单号是多少", "发票还没开出来", "付款了订单没显示", "运费多扣了"],
+    "C": ["洗衣机漏水", "手机发烫厉害", "拉链坏了", "颜色和图片不一样", "电池一天就没电", "键盘有几个键不灵"],
+    "D": ["我要找你们领导", "骗人的商家", "态度太差了必须赔偿", "我要打12315", "已经找律师了", "再拖我就差评曝光"],
+}
+
 
 def write_rows(path: Path, messages: dict[str, list[str]]) -> Path:
     path.write_text("".join(json.dumps({"text": t, "category": c, "severity": SEVERITY[c], "sentiment": SENTIMENT[c]},
@@ -53,10 +61,11 @@ def in_service(tmp_path_factory) -> Path:
 def continued(in_service, tmp_path_factory) -> tuple[Path, int]:
     folder = tmp_path_factory.mktemp("continued")
     data = write_rows(folder / "new.jsonl", NEW_MESSAGES)
+    fresh = write_rows(folder / "fresh.jsonl", FRESH_MESSAGES)
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("TRIAGE_MODEL_DIR", str(in_service))
-        code = main(["train", "--data", str(data), "--out", str(folder / "m"), "--epochs", "1", "--batch-size", "8",
-                     "--version", "tiny-continued"])
+        code = main(["train", "--data", str(data), "--eval", str(fresh), "--out", str(folder / "m"), "--epochs", "1",
+                     "--batch-size", "8", "--version", "tiny-continued"])
     return folder / "m", code
 
 
@@ -102,7 +111,9 @@ def test_every_run_ends_with_a_verdict_in_the_card_and_the_exit_status(continued
 
 def test_a_worse_run_exits_3_unless_accepted(in_service, tmp_path, capsys):
     data = write_rows(tmp_path / "new.jsonl", NEW_MESSAGES)
-    args = ["train", "--from-scratch", "--data", str(data), *TINY, "--max-steps", "1", "--version", "tiny-worse"]
+    fresh = write_rows(tmp_path / "fresh.jsonl", FRESH_MESSAGES)
+    args = ["train", "--from-scratch", "--data", str(data), "--eval", str(fresh), *TINY, "--max-steps", "1",
+            "--version", "tiny-worse"]
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("TRIAGE_MODEL_DIR", str(in_service))
         code = main([*args, "--out", str(tmp_path / "a")])
@@ -125,7 +136,12 @@ def test_temperatures_are_kept_when_the_evaluation_rows_were_trained_on(in_servi
     service = json.loads((in_service / "triager_config.json").read_text(encoding="utf-8"))
     assert "its own temperatures are kept" in info["started_from"]["kept_temperatures"]
     assert info["temperatures"] == service["temperatures"]
-    assert "Calibration: the starting model trained on" in (tmp_path / "m" / "README.md").read_text(encoding="utf-8")
+    card = (tmp_path / "m" / "README.md").read_text(encoding="utf-8")
+    assert "Calibration: the starting model trained on" in card
+    # Rows the model in service trained on cannot judge it: the verdict leaves them out and says it could not measure.
+    assert info["verdict"]["unmeasured"].startswith("only ") and info["verdict"]["worse_than"] == []
+    assert info["verdict"]["notes"][0].endswith("(figures on them would flatter it)")
+    assert "Verdict: not measured for" in card
 
 
 def test_continuing_keeps_the_starting_models_settings(in_service, tmp_path, capsys):

@@ -25,6 +25,8 @@ from helpdesk_triage.model.trained_texts import trained_fingerprints, trained_on
 from helpdesk_triage.policy.labels import HEADS, LABELS
 
 SERVICE_TOLERANCE = 0.03
+# Fewer evaluation rows new to both models than this: no verdict (it would be a coin toss), and the run says so.
+MIN_FAIR_ROWS = 20
 # Fewer rows of a label than this: its recall is shown, never called better or worse (a bootstrap of 3 rows is no test).
 MIN_RECALL_ROWS = 10
 ESCALATION = ("category", "D")
@@ -65,12 +67,15 @@ class Verdict:
     names: dict[str, str]  # the same keys -> version
     worse_than: list[str] = field(default_factory=list)  # keys the new model is worse than, with the reason
     notes: list[str] = field(default_factory=list)
+    unmeasured: str | None = None  # why nothing could be compared
 
     @property
     def worse(self) -> bool:
         return bool(self.worse_than)
 
     def sentence(self) -> str:
+        if self.unmeasured:
+            return f"Verdict: not measured for {self.new_version}: {self.unmeasured}."
         parts = []
         for key, figures in self.against.items():
             words = {f.word for f in figures}
@@ -91,6 +96,7 @@ class Verdict:
 
     def as_dict(self) -> dict:
         return {"sentence": self.sentence(), "new_version": self.new_version, "n_rows": self.n_rows, "names": self.names,
+                "unmeasured": self.unmeasured,
                 "against": {k: [{**asdict(f), "verdict": f.word} for f in v] for k, v in self.against.items()},
                 "worse_than": self.worse_than, "notes": self.notes}
 
@@ -144,34 +150,48 @@ def worse_reasons(key: str, figures: list[FigureComparison], tolerance: float | 
 def run_verdict(new_model, service_model, service_folder, baseline_rows, eval_ds,
                 say: Callable[[str], None] = print) -> Verdict:
     """``eval_ds``: the run's evaluation rows (``load_labelled``); ``baseline_rows``: the rows the baseline is fitted on
-    (the run's own training rows, without the replay)."""
+    (the run's own training rows, without the replay). Only rows that neither the new model (with what it inherited
+    from the model it continued from) nor the model in service trained on are fair: the others are left out, and with
+    fewer than :data:`MIN_FAIR_ROWS` left nothing is compared and the verdict says why."""
+    texts = list(eval_ds["raw_text"])
+    seen_by = {name: trained_on(texts, trained_fingerprints(folder))
+               for name, folder in (("the model in service", service_folder), ("the new model", new_model.folder))}
+    fair = [i for i in range(len(texts)) if not any(flags[i] for flags in seen_by.values())]
+    verdict = Verdict(new_model.version, len(fair), {}, {})
+    if len(fair) < len(texts):
+        verdict.notes.append(f"{len(texts) - len(fair)} of the {len(texts)} evaluation rows were left out: "
+                             + ", ".join(f"{name} was trained on {sum(flags)}" for name, flags in seen_by.items() if any(flags))
+                             + " (figures on them would flatter it)")
+    if len(fair) < MIN_FAIR_ROWS:
+        verdict.unmeasured = (f"only {len(fair)} of the {len(texts)} evaluation rows are new to both models, too few to "
+                              f"compare them (at least {MIN_FAIR_ROWS}); give --eval rows neither was trained on, or compare "
+                              "afterwards with triage evaluate --data FRESH_ROWS --model NEW --compare default")
+        say(f"verdict: {verdict.unmeasured}")
+        return verdict
+    rows = eval_ds.select(fair)
+    _compare_all(verdict, new_model, service_model, baseline_rows, rows, say)
+    if len(fair) < 500:
+        verdict.notes.append(f"{len(fair)} rows can only tell large differences apart; give --eval rows of your own "
+                             "(a few hundred per label) for a sharper verdict")
+    return verdict
+
+
+def _compare_all(verdict: Verdict, new_model, service_model, baseline_rows, rows, say: Callable[[str], None]) -> None:
     from helpdesk_triage.evaluation.baselines import TfidfLogRegBaseline
 
-    texts = list(eval_ds["raw_text"])
-    truth = {head: list(eval_ds[head]) for head in HEADS}
+    texts = list(rows["raw_text"])
+    truth = {head: list(rows[head]) for head in HEADS}
     say(f"verdict: evaluating the new model, the model in service and TF-IDF on {len(texts)} evaluation rows")
     new = predict_rows(new_model, texts, truth, progress=False)
-    service = predict_rows(service_model, texts, truth, progress=False)
     service_key, baseline_key = "the model in service", "the TF-IDF baseline"
-    against = {service_key: compare(new, service)}
-    names = {service_key: service_model.version}
-    notes = []
+    verdict.against[service_key] = compare(new, predict_rows(service_model, texts, truth, progress=False))
+    verdict.names[service_key] = service_model.version
+    verdict.worse_than += worse_reasons(service_key, verdict.against[service_key], SERVICE_TOLERANCE)
     try:
         baseline_model = TfidfLogRegBaseline().fit(baseline_rows)
     except ValueError as error:  # e.g. the team's rows label only some heads
-        notes.append(f"no TF-IDF baseline: {error}")
-    else:
-        against[baseline_key] = compare(new, predict_rows(baseline_model, texts, truth, progress=False))
-        names[baseline_key] = f"{baseline_model.version}, fitted on this run's {len(baseline_rows)} training rows"
-    verdict = Verdict(new_model.version, len(texts), against, names, notes=notes)
-    verdict.worse_than = worse_reasons(service_key, against[service_key], SERVICE_TOLERANCE)
-    if baseline_key in against:
-        verdict.worse_than += worse_reasons(baseline_key, against[baseline_key], None)
-    seen = sum(trained_on(texts, trained_fingerprints(service_folder)))
-    if seen:
-        verdict.notes.append(f"the model in service was trained on {seen} of these {len(texts)} rows: its figures here "
-                             "flatter it; compare on rows neither model saw (triage evaluate --data … --compare …)")
-    if len(texts) < 500:
-        verdict.notes.append(f"{len(texts)} rows can only tell large differences apart; give --eval rows of your own "
-                             "(a few hundred per label) for a sharper verdict")
-    return verdict
+        verdict.notes.append(f"no TF-IDF baseline: {error}")
+        return
+    verdict.against[baseline_key] = compare(new, predict_rows(baseline_model, texts, truth, progress=False))
+    verdict.names[baseline_key] = f"{baseline_model.version}, fitted on this run's {len(baseline_rows)} training rows"
+    verdict.worse_than += worse_reasons(baseline_key, verdict.against[baseline_key], None)
