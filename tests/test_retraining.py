@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import shutil
 from dataclasses import asdict
 from pathlib import Path
 
@@ -33,10 +34,10 @@ NEW_MESSAGES = {
 
 # Rows neither model trains on: what the verdict compares on (it needs 20 or more).
 FRESH_MESSAGES = {
-    "A": ["周末发货吗", "可以用优惠券吗", "有没有大一号的", "支持七天无理由吗", "什么时候上新", "几天能到北京"],
+    "A": ["周末发货吗", "可以用优惠券吗", "有没有大一号的", "能先试用再付款吗", "什么时候上新", "几天能到北京"],
     "B": ["我的订单怎么取消了", "快递被退回去了", "换货单号是多少", "发票还没开出来", "付款了订单没显示", "运费多扣了"],
     "C": ["洗衣机漏水", "手机发烫厉害", "拉链坏了", "颜色和图片不一样", "电池一天就没电", "键盘有几个键不灵"],
-    "D": ["我要找你们领导", "骗人的商家", "态度太差了必须赔偿", "我要打12315", "已经找律师了", "再拖我就差评曝光"],
+    "D": ["我要找你们领导", "骗人的商家", "态度太差了必须赔偿", "我要去市场监管局举报", "已经找律师了", "再拖我就差评曝光"],
 }
 
 
@@ -142,6 +143,25 @@ def test_temperatures_are_kept_when_the_evaluation_rows_were_trained_on(in_servi
     assert info["verdict"]["unmeasured"].startswith("only ") and info["verdict"]["worse_than"] == []
     assert info["verdict"]["notes"][0].endswith("(figures on them would flatter it)")
     assert "Verdict: not measured for" in card
+
+
+def test_the_verdict_falls_back_on_the_rows_that_measured_the_model_in_service(in_service, tmp_path):
+    service = tmp_path / "service"
+    shutil.copytree(in_service, service)
+    fresh = write_rows(tmp_path / "fresh.jsonl", FRESH_MESSAGES)
+    info = json.loads((service / "training_info.json").read_text(encoding="utf-8"))
+    info["measuring_sources"] = [{"file": str(fresh)}]
+    (service / "training_info.json").write_text(json.dumps(info), encoding="utf-8")
+    data = write_rows(tmp_path / "same.jsonl", MESSAGES)  # every held-out row is one the service model trained on
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("TRIAGE_MODEL_DIR", str(service))
+        main(["train", "--data", str(data), "--out", str(tmp_path / "m"), "--epochs", "1", "--seed", "3", "--accept-worse"])
+    verdict = json.loads((tmp_path / "m" / "training_info.json").read_text(encoding="utf-8"))["verdict"]
+    n = verdict["n_rows"]
+    assert verdict["unmeasured"] is None and 20 <= n <= 24
+    assert any(note.startswith(f"compared on {n} rows that measured the model in service instead (fresh.jsonl")
+               for note in verdict["notes"])
+    assert set(verdict["against"]) == {"the model in service", "the TF-IDF baseline"}
 
 
 def test_continuing_keeps_the_starting_models_settings(in_service, tmp_path, capsys):

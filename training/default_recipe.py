@@ -47,6 +47,8 @@ AUGMENT_FRACTION = 0.3
 # What a run continuing from a model of this recipe replays (training/replay.py): the rows that ship with the package
 # and the annotated corpus' train split (references, resolved in the corpora); never a measuring row.
 REPLAY_SOURCES = [*({"package": f"team_written/{p.name}"} for p in TEAM_WRITTEN), {"refs": ANNOTATED_CORPUS.name, "split": "train"}]
+# What measured it and was never trained on: where a later run's verdict can compare fairly (training/verdict.py).
+MEASURING_SOURCES = [{"refs": ANNOTATED_CORPUS.name, "split": "validation"}]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -128,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
                              repeat={str(train_file): args.real_repeat},
                              corpus_dir=args.corpus, corpus_rows=args.corpus_rows, corpus_exclude=held_out_texts,
                              transformer_from=args.transformer_from, soup_with=args.soup_with,
-                             record_replay=REPLAY_SOURCES)
+                             record_replay=REPLAY_SOURCES, record_measuring=MEASURING_SOURCES)
             if args.corpus is not None and args.annotated_corpus:
                 say = lambda m: print(m, file=sys.stderr)
                 print(f"sub-case head: {fit_on_annotated_corpus(args.corpus, Path(args.out), say=say)} rows", file=sys.stderr)
@@ -146,7 +148,7 @@ def _write_fingerprints(train_files: list[Path], validation_file: Path, out: Pat
 
     from helpdesk_triage.model.trained_texts import write_trained_texts
     from helpdesk_triage.training.pipeline import _weak_dataset
-    from helpdesk_triage.training.replay import REPLAY_KEY
+    from helpdesk_triage.training.replay import MEASURING_KEY, REPLAY_KEY
 
     train_ds, _ = load_labelled([str(p) for p in train_files])
     eval_ds, _ = load_labelled([str(validation_file)])
@@ -159,6 +161,7 @@ def _write_fingerprints(train_files: list[Path], validation_file: Path, out: Pat
     info_path = out / "training_info.json"
     info = json.loads(info_path.read_text(encoding="utf-8"))
     info[REPLAY_KEY] = REPLAY_SOURCES
+    info[MEASURING_KEY] = MEASURING_SOURCES
     info_path.write_text(json.dumps(info, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
     print(f"{out}: {count} trained-text fingerprints, replay sources recorded", file=sys.stderr)
     return 0

@@ -24,7 +24,8 @@ from helpdesk_triage.training.corpus_refs import measuring_texts
 from helpdesk_triage.training.dataset_io import LoadReport, load_labelled, stratified_split, without_texts_of
 from helpdesk_triage.training.ngram_blend import fit_ngram_blend
 from helpdesk_triage.training.progress import RunProgress
-from helpdesk_triage.training.replay import REPLAY_KEY, Replay, load_replay, replay_sources, sources_of_run
+from helpdesk_triage.training.replay import (MEASURING_KEY, REPLAY_KEY, Replay, load_measuring_rows, load_replay,
+                                             replay_sources, sources_of_run)
 from helpdesk_triage.training.trainer import TrainConfig, TrainResult, train
 from helpdesk_triage.training.weak_labels import CorpusError, weak_rows, write_weak_rows
 from helpdesk_triage.training.weight_soup import setting_differences, soup_problems, soup_with as soup_with_model
@@ -48,6 +49,7 @@ class TrainingRun:
     replay_sources: list[dict] | None = None
     verdict: "object | None" = None  # training.verdict.Verdict
     inherited: list[str] | None = None  # files taken over from the starting model as they were
+    measuring_sources: list[dict] | None = None
 
 def train_from_files(
     data_paths: Sequence[str | Path],
@@ -67,6 +69,7 @@ def train_from_files(
     replay_corpus: str | Path | None = None,
     verdict_against: str | Path | None = None,
     record_replay: Sequence[dict] | None = None,
+    record_measuring: Sequence[dict] = (),
     progress: RunProgress | None = None,
 ) -> TrainingRun:
     """``repeat`` maps a training file to how many times each of its rows is seen per epoch (default 1).
@@ -83,8 +86,9 @@ def train_from_files(
     ``config.replay_rows`` of its own training rows beside the new ones (:mod:`training.replay`; corpus references
     resolve in ``replay_corpus``); its sub-case head (refitted when ``replay_corpus`` holds the annotated corpus) and
     decision policy come along. ``verdict_against`` (a model folder, the one in service) ends the run with
-    :mod:`training.verdict`. ``record_replay`` overrides the replay sources written for this model (default: the
-    data files, plus those of ``start_from``).
+    :mod:`training.verdict` (with too few fair rows of its own, on the rows that measured that model, resolved in
+    ``replay_corpus``). ``record_replay`` overrides the replay sources written for this model (default: the
+    data files, plus those of ``start_from``); ``record_measuring`` names the rows that measured it.
     """
     config = config or TrainConfig()
     problems = config.problems()  # before any file is read, on both paths (fine-tuning or reusing a transformer)
@@ -168,7 +172,7 @@ def train_from_files(
     sources = list(record_replay) if record_replay is not None else sources_of_run(
         data_paths, replay_sources(start_from) if start_from is not None else ())
     run = TrainingRun(result, out_dir, train_report, eval_report, len(train_ds), len(eval_ds), overlap, weak_summary,
-                      ngram_scores, soup, replay_sources=sources)
+                      ngram_scores, soup, replay_sources=sources, measuring_sources=list(record_measuring))
     if start_from is not None:
         run.started_from = {**_started_from(Path(start_from), replay), "kept_temperatures": kept_temperatures}
         run.inherited = _take_over(Path(start_from), out_dir, replay_corpus, log)
@@ -177,7 +181,7 @@ def train_from_files(
         from helpdesk_triage.training.verdict import run_verdict
 
         run.verdict = run_verdict(TriageModel.load(out_dir), TriageModel.load(verdict_against), verdict_against, own_rows,
-                                  eval_ds, say=log)
+                                  eval_ds, say=log, reference=lambda: load_measuring_rows(verdict_against, replay_corpus))
     _advance(progress, POST_TRAINING_UNITS, "done")
     if progress is not None:
         progress.close()
@@ -321,6 +325,7 @@ def write_training_info(run: TrainingRun, config: TrainConfig, data_paths, eval_
         "started_from": run.started_from,
         "inherited_files": run.inherited or [],
         REPLAY_KEY: run.replay_sources or [],
+        MEASURING_KEY: list(run.measuring_sources or []),
         "verdict": None if run.verdict is None else run.verdict.as_dict(),
     }
     (run.out_dir / TRAINING_INFO_NAME).write_text(json.dumps(info, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")

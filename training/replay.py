@@ -27,6 +27,8 @@ from helpdesk_triage.training.corpus_refs import CorpusRefError, resolve_refs, w
 from helpdesk_triage.training.dataset_io import DataValidationError, load_labelled
 
 REPLAY_KEY = "replay_sources"
+# Rows that measured a model and that it never trained on (same kinds of source): the verdict's fallback rows.
+MEASURING_KEY = "measuring_sources"
 TRAINING_INFO_NAME = "training_info.json"
 
 
@@ -55,6 +57,19 @@ def replay_sources(folder: str | Path) -> list[dict]:
     if REPLAY_KEY in info:
         return list(info[REPLAY_KEY])
     return [{"file": str(p)} for p in info.get("data", [])]
+
+
+def load_measuring_rows(folder: str | Path, corpus_dir: str | Path | None):
+    """(rows as a dataset or None, a description) of the rows that measured the model in ``folder``."""
+    path = Path(folder) / TRAINING_INFO_NAME
+    sources = json.loads(path.read_text(encoding="utf-8")).get(MEASURING_KEY, []) if path.is_file() else []
+    rows, names = [], []
+    for source in sources:
+        name, found, why = _read_source(source, corpus_dir)
+        if not why:
+            rows += found
+            names.append(name)
+    return (_as_dataset(rows), ", ".join(names)) if rows else (None, "")
 
 
 def sources_of_run(data_paths: Sequence[str | Path], inherited: Sequence[dict] = ()) -> list[dict]:

@@ -148,23 +148,31 @@ def worse_reasons(key: str, figures: list[FigureComparison], tolerance: float | 
 
 
 def run_verdict(new_model, service_model, service_folder, baseline_rows, eval_ds,
-                say: Callable[[str], None] = print) -> Verdict:
+                say: Callable[[str], None] = print, reference: Callable[[], tuple] | None = None) -> Verdict:
     """``eval_ds``: the run's evaluation rows (``load_labelled``); ``baseline_rows``: the rows the baseline is fitted on
     (the run's own training rows, without the replay). Only rows that neither the new model (with what it inherited
     from the model it continued from) nor the model in service trained on are fair: the others are left out, and with
-    fewer than :data:`MIN_FAIR_ROWS` left nothing is compared and the verdict says why."""
+    fewer than :data:`MIN_FAIR_ROWS` left, the rows that measured the model in service (``reference()``: a dataset
+    or None, and their name) are used instead when they can be read; else nothing is compared and the verdict says
+    why."""
     texts = list(eval_ds["raw_text"])
-    seen_by = {name: trained_on(texts, trained_fingerprints(folder))
-               for name, folder in (("the model in service", service_folder), ("the new model", new_model.folder))}
-    fair = [i for i in range(len(texts)) if not any(flags[i] for flags in seen_by.values())]
+    fair = _fair_rows(texts, service_folder, new_model.folder)
     verdict = Verdict(new_model.version, len(fair), {}, {})
     if len(fair) < len(texts):
         verdict.notes.append(f"{len(texts) - len(fair)} of the {len(texts)} evaluation rows were left out: "
-                             + ", ".join(f"{name} was trained on {sum(flags)}" for name, flags in seen_by.items() if any(flags))
-                             + " (figures on them would flatter it)")
+                             + _seen_text(texts, service_folder, new_model.folder) + " (figures on them would flatter it)")
+    if len(fair) < MIN_FAIR_ROWS and reference is not None:
+        rows, name = reference()
+        if rows is not None:
+            kept = _fair_rows(list(rows["raw_text"]), service_folder, new_model.folder)
+            if len(kept) >= MIN_FAIR_ROWS:
+                verdict.notes.append(f"compared on {len(kept)} rows that measured the model in service instead ({name}; "
+                                     f"{len(rows) - len(kept)} left out as trained on)")
+                eval_ds, fair, verdict.n_rows = rows, kept, len(kept)
     if len(fair) < MIN_FAIR_ROWS:
         verdict.unmeasured = (f"only {len(fair)} of the {len(texts)} evaluation rows are new to both models, too few to "
-                              f"compare them (at least {MIN_FAIR_ROWS}); give --eval rows neither was trained on, or compare "
+                              f"compare them (at least {MIN_FAIR_ROWS}); give --eval rows neither was trained on, or "
+                              "--replay-corpus to compare on the rows that measured the model in service, or compare "
                               "afterwards with triage evaluate --data FRESH_ROWS --model NEW --compare default")
         say(f"verdict: {verdict.unmeasured}")
         return verdict
@@ -174,6 +182,21 @@ def run_verdict(new_model, service_model, service_folder, baseline_rows, eval_ds
         verdict.notes.append(f"{len(fair)} rows can only tell large differences apart; give --eval rows of your own "
                              "(a few hundred per label) for a sharper verdict")
     return verdict
+
+
+def _seen_by(texts: list[str], service_folder, new_folder) -> dict[str, list[bool]]:
+    return {name: trained_on(texts, trained_fingerprints(folder))
+            for name, folder in (("the model in service", service_folder), ("the new model", new_folder))}
+
+
+def _fair_rows(texts: list[str], service_folder, new_folder) -> list[int]:
+    seen_by = _seen_by(texts, service_folder, new_folder)
+    return [i for i in range(len(texts)) if not any(flags[i] for flags in seen_by.values())]
+
+
+def _seen_text(texts: list[str], service_folder, new_folder) -> str:
+    return ", ".join(f"{name} was trained on {sum(flags)}" for name, flags in _seen_by(texts, service_folder, new_folder).items()
+                     if any(flags))
 
 
 def _compare_all(verdict: Verdict, new_model, service_model, baseline_rows, rows, say: Callable[[str], None]) -> None:
