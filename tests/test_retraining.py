@@ -95,6 +95,8 @@ def test_a_run_continues_from_the_model_in_service_and_replays_its_rows(in_servi
     # The replay sources chain: the new model would replay its own file and the service model's.
     names = {Path(s["file"]).name for s in info["replay_sources"]}
     assert names == {"first.jsonl", "new.jsonl"}
+    # The rows that measured it without training it: its --eval file (the verdict's fallback when it is in service).
+    assert [Path(s["file"]).name for s in info["measuring_sources"]] == ["fresh.jsonl"]
 
 
 def test_every_run_ends_with_a_verdict_in_the_card_and_the_exit_status(continued):

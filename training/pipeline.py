@@ -172,7 +172,8 @@ def train_from_files(
     sources = list(record_replay) if record_replay is not None else sources_of_run(
         data_paths, replay_sources(start_from) if start_from is not None else ())
     run = TrainingRun(result, out_dir, train_report, eval_report, len(train_ds), len(eval_ds), overlap, weak_summary,
-                      ngram_scores, soup, replay_sources=sources, measuring_sources=list(record_measuring))
+                      ngram_scores, soup, replay_sources=sources,
+                      measuring_sources=list(record_measuring) or _measuring_sources(start_from, eval_paths))
     if start_from is not None:
         run.started_from = {**_started_from(Path(start_from), replay), "kept_temperatures": kept_temperatures}
         run.inherited = _take_over(Path(start_from), out_dir, replay_corpus, log)
@@ -189,6 +190,15 @@ def train_from_files(
     write_model_card(run, config, data_paths, eval_paths)
     log(f"saved model {version} to {out_dir} ({n_prints} trained-text fingerprints in trained_texts.sha256)")
     return run
+
+
+def _measuring_sources(start_from: str | Path | None, eval_paths: Sequence[str | Path]) -> list[dict]:
+    """What measured this run's model without training it: the rows that measured the model it continued from (its
+    fingerprints keep out any of them it trained on) and the run's own --eval files."""
+    inherited = []
+    if start_from is not None and (Path(start_from) / TRAINING_INFO_NAME).is_file():
+        inherited = json.loads((Path(start_from) / TRAINING_INFO_NAME).read_text(encoding="utf-8")).get(MEASURING_KEY, [])
+    return [*inherited, *({"file": str(Path(p).resolve())} for p in eval_paths)]
 
 
 # The steps after fine-tuning (n-gram blend, sub-case head, verdict) in the bar, as a share of its units.
