@@ -351,7 +351,7 @@ def _verdict_with_compare(ctx: Mapping, missed: Mapping[str, MissedEscalations])
                 f" permutation p = {test['permutation_p']:.3f}")
     f1 = f"{a} {test['macro_f1_a']:.3f}, {b} {test['macro_f1_b']:.3f}"
     escalations = f"{a}: {_missed_text(missed[main])}; {b}: {_missed_text(missed[other])}"
-    rank = {name: (missed[name].wait.total_hours, missed[name].count) for name in (main, other)}
+    rank = {name: missed[name].count for name in (main, other)}  # hours late only describe: a few hours are noise
     if test["significant"]:
         better = a if test["difference"] > 0 else b
         return [f"Use {better}.",
@@ -363,7 +363,8 @@ def _verdict_with_compare(ctx: Mapping, missed: Mapping[str, MissedEscalations])
         return ["Either model will do.", undecided, f"They miss as many complaints and emergencies ({escalations})."]
     safer = a if min((main, other), key=rank.__getitem__) == main else b
     return [f"Use {safer}.", undecided,
-            f"It leaves fewer complaints and emergencies late ({escalations})."]
+            f"It misses fewer complaints and emergencies, the errors that cost most ({escalations}); on so few the"
+            " difference may be chance too."]
 
 
 def _verdict_against_baselines(ctx: Mapping, missed: Mapping[str, MissedEscalations]) -> list[str]:

@@ -245,6 +245,7 @@ def test_one_severity_figure_wherever_the_report_shows_severity(tmp_path):
     assert "macro-F1 model" not in markdown  # the comparison's columns name the figure per row instead
     # the verdict: category macro-F1 is the same on both sides, fake-old finds the emergency fake-new misses
     assert "**Use fake-old.**" in markdown and "cannot be told apart on these 10 messages" in markdown
+    assert "It misses fewer complaints and emergencies" in markdown
     page = (out / "report.html").read_text(encoding="utf-8")
     assert page.count(f"<td class=\"num\">{figure}</td>") >= 2  # headline and comparison
     assert "投诉" in page and ord("投") in _font_cmap(page)
