@@ -304,7 +304,8 @@ def run_evaluation(
         "trained_rows": trained_rows,
         "train_labels": {head: list(train_ds[head]) for head in HEADS} if train_ds is not None else None,
     }
-    blocks = [*trained_rows_blocks(trained_rows), *build_blocks(ctx)]
+    title, *rest = build_blocks(ctx)
+    blocks = [title, *trained_rows_blocks(trained_rows), *rest]  # the notice right under the title
     _write(Path(out_dir), results, main, compare_name, comparison, to_markdown(blocks), to_html(blocks, images), images)
 
     log(headline_table(results))
