@@ -8,7 +8,16 @@ Usage::
     for example in store.corrected_examples(): ...
 
 Every method commits before it returns, so a write acknowledged to a client survives a crash or a
-power loss. Both backends share the SQL below (written with ``?`` placeholders; the PostgreSQL
+power loss.
+
+The schema is versioned: ``MIGRATIONS`` is an ordered list, applied once at open under a lock (SQLite's
+write lock, PostgreSQL's advisory lock), each in the opener's one transaction and recorded in
+``schema_migrations``. Each migration says the oldest code (``SCHEMA_VERSION``) that can still use the
+database after it (``compatible_from``): a replica whose code knows fewer migrations than the database
+has starts when every newer one is compatible with it, else it refuses to start with one line saying
+why. That is what lets replicas of two versions roll over one database.
+
+Both backends share the SQL below (written with ``?`` placeholders; the PostgreSQL
 backend turns them into ``%s``); they differ in connection handling and in the DDL.
 
 Decisions:
@@ -44,13 +53,15 @@ __all__ = [
     "DecisionRecord",
     "DecisionStore",
     "FeedbackRecord",
+    "MIGRATIONS",
+    "Migration",
     "PostgresDecisionStore",
+    "SchemaTooNew",
     "SqliteDecisionStore",
     "UnknownDecision",
     "open_store",
 ]
 
-SCHEMA_VERSION = 1
 BUSY_TIMEOUT_MS = 30_000
 
 T = TypeVar("T")
@@ -69,6 +80,7 @@ class DecisionRecord:
     degraded: bool
     received_at: str
     decided_at: str
+    replica: str | None = None  # which replica decided it (schema version 2)
 
 
 @dataclass(frozen=True)
@@ -80,6 +92,7 @@ class FeedbackRecord:
     agent: str | None
     note: str | None
     created_at: str
+    replica: str | None = None  # which replica recorded it (schema version 2)
 
 
 class UnknownDecision(KeyError):
@@ -112,6 +125,7 @@ class DecisionStore(Protocol):
 
 _DECISION_COLUMNS = (
     "id", "masked_text", "raw_text", "labels", "scores", "model_version", "degraded", "received_at", "decided_at",
+    "replica",
 )
 _UPSERT_DECISION = (
     f"INSERT INTO decisions ({', '.join(_DECISION_COLUMNS)}, created_at)"
@@ -122,8 +136,8 @@ _UPSERT_DECISION = (
 _SELECT_DECISION = f"SELECT {', '.join(_DECISION_COLUMNS)} FROM decisions WHERE id = ?"
 _DECISION_EXISTS = "SELECT 1 FROM decisions WHERE id = ?"
 _INSERT_FEEDBACK = (
-    f"INSERT INTO feedback (decision_id, {', '.join(HEADS)}, agent, note, created_at)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id"
+    f"INSERT INTO feedback (decision_id, {', '.join(HEADS)}, agent, note, created_at, replica)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id"
 )
 _FEEDBACK_WITH_DECISIONS = (
     "SELECT d.id, d.masked_text, d.raw_text, d.labels, d.model_version, d.received_at,"
@@ -132,34 +146,72 @@ _FEEDBACK_WITH_DECISIONS = (
 )
 _COUNTS = "SELECT (SELECT COUNT(*) FROM decisions), (SELECT COUNT(*) FROM feedback)"
 
-# {id} is the backend's auto-increment primary key, {bool} its boolean type.
-_DDL = (
-    "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)",
-    # NOT NULL is explicit: SQLite lets a non-INTEGER primary key be NULL.
-    """CREATE TABLE IF NOT EXISTS decisions (
-        id TEXT NOT NULL PRIMARY KEY,
-        masked_text TEXT NOT NULL,
-        raw_text TEXT,
-        labels TEXT NOT NULL,
-        scores TEXT NOT NULL,
-        model_version TEXT NOT NULL,
-        degraded {bool} NOT NULL,
-        received_at TEXT NOT NULL,
-        decided_at TEXT NOT NULL,
-        created_at TEXT NOT NULL
-    )""",
-    """CREATE TABLE IF NOT EXISTS feedback (
-        id {id},
-        decision_id TEXT NOT NULL REFERENCES decisions (id),
-        category TEXT,
-        severity TEXT,
-        sentiment TEXT,
-        agent TEXT,
-        note TEXT,
-        created_at TEXT NOT NULL
-    )""",
-    "CREATE INDEX IF NOT EXISTS feedback_decision_id ON feedback (decision_id)",
+
+
+@dataclass(frozen=True)
+class Migration:
+    """One step of the schema. ``compatible_from``: the oldest code (its SCHEMA_VERSION) that can still read
+    and write the database after this step; a step that only adds nullable columns or tables keeps the
+    previous step's. Statements may use {id} (the backend's auto-increment primary key) and {bool}."""
+
+    version: int
+    compatible_from: int
+    name: str
+    statements: tuple[str, ...]
+
+
+# Append only: a released migration is never edited, the next change is a new one.
+MIGRATIONS: tuple[Migration, ...] = (
+    # Exactly the schema before migrations existed (IF NOT EXISTS): such a database is adopted unchanged.
+    Migration(1, 1, "decisions and feedback", (
+        "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)",
+        # NOT NULL is explicit: SQLite lets a non-INTEGER primary key be NULL.
+        """CREATE TABLE IF NOT EXISTS decisions (
+            id TEXT NOT NULL PRIMARY KEY,
+            masked_text TEXT NOT NULL,
+            raw_text TEXT,
+            labels TEXT NOT NULL,
+            scores TEXT NOT NULL,
+            model_version TEXT NOT NULL,
+            degraded {bool} NOT NULL,
+            received_at TEXT NOT NULL,
+            decided_at TEXT NOT NULL,
+            created_at TEXT NOT NULL
+        )""",
+        """CREATE TABLE IF NOT EXISTS feedback (
+            id {id},
+            decision_id TEXT NOT NULL REFERENCES decisions (id),
+            category TEXT,
+            severity TEXT,
+            sentiment TEXT,
+            agent TEXT,
+            note TEXT,
+            created_at TEXT NOT NULL
+        )""",
+        "CREATE INDEX IF NOT EXISTS feedback_decision_id ON feedback (decision_id)",
+    )),
+    # Nullable columns only: code of version 1 still reads and writes (its rows leave them NULL).
+    Migration(2, 1, "the replica that wrote each decision and feedback row", (
+        "ALTER TABLE decisions ADD COLUMN replica TEXT",
+        "ALTER TABLE feedback ADD COLUMN replica TEXT",
+    )),
 )
+SCHEMA_VERSION = MIGRATIONS[-1].version
+
+_MIGRATIONS_TABLE = """CREATE TABLE IF NOT EXISTS schema_migrations (
+    version INTEGER NOT NULL PRIMARY KEY,
+    compatible_from INTEGER NOT NULL,
+    name TEXT NOT NULL,
+    applied_at TEXT NOT NULL
+)"""
+
+
+# Before migrations: one row, the schema version. Now: the oldest code version that may use the database.
+_LEGACY_VERSION_TABLE = "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)"
+
+
+class SchemaTooNew(RuntimeError):
+    """The database has a migration this code cannot work with: upgrade the service."""
 
 
 def _utc_now() -> str:
@@ -177,12 +229,13 @@ def _decision_params(record: DecisionRecord, created_at: str) -> tuple:
         bool(record.degraded),
         record.received_at,
         record.decided_at,
+        record.replica,
         created_at,
     )
 
 
 def _decision_from_row(row: Sequence[Any]) -> DecisionRecord:
-    id_, masked_text, raw_text, labels, scores, model_version, degraded, received_at, decided_at = row
+    id_, masked_text, raw_text, labels, scores, model_version, degraded, received_at, decided_at, replica = row
     return DecisionRecord(
         id=id_,
         masked_text=masked_text,
@@ -193,6 +246,7 @@ def _decision_from_row(row: Sequence[Any]) -> DecisionRecord:
         degraded=bool(degraded),
         received_at=received_at,
         decided_at=decided_at,
+        replica=replica,
     )
 
 
@@ -261,7 +315,8 @@ class _SqlStore(ABC):
         unknown = set(record.corrections) - set(HEADS)
         if unknown:
             raise ValueError(f"unknown heads {sorted(unknown)} in the corrections of {record.id!r}; heads are {list(HEADS)}")
-        params = (record.id, *(record.corrections.get(h) for h in HEADS), record.agent, record.note, record.created_at)
+        params = (record.id, *(record.corrections.get(h) for h in HEADS), record.agent, record.note, record.created_at,
+                  record.replica)
 
         def work(cur) -> int:
             cur.execute(self._sql(_DECISION_EXISTS), (record.id,))
@@ -316,17 +371,38 @@ class _SqlStore(ABC):
         except Exception:
             return False
 
-    def _create_schema(self, cur, id_type: str, bool_type: str) -> None:
-        for statement in _DDL:
-            cur.execute(statement.format(id=id_type, bool=bool_type))
+    def _migrate(self, cur, id_type: str, bool_type: str) -> None:
+        """Bring the schema up to this code's migrations, or raise SchemaTooNew. The caller holds the
+        backend's schema lock for the whole transaction, so each migration is applied exactly once."""
+        cur.execute(_MIGRATIONS_TABLE)
+        cur.execute(_LEGACY_VERSION_TABLE)
+        cur.execute("SELECT version, compatible_from FROM schema_migrations")
+        applied = dict(cur.fetchall())
+        cur.execute("SELECT MAX(version) FROM schema_version")
+        legacy = cur.fetchone()[0] or 0
+        known = {m.version for m in self._migrations}
+        code_version = self._migrations[-1].version
+        needed = max([legacy, *(floor for version, floor in applied.items() if version not in known)])
+        if needed > code_version:
+            raise SchemaTooNew(
+                f"the database has schema version {max(applied, default=legacy)}, which needs code of schema version"
+                f" {needed} or later; this code knows version {code_version}: upgrade the service")
+        for migration in self._migrations:
+            if migration.version in applied:
+                continue
+            for statement in migration.statements:
+                cur.execute(statement.format(id=id_type, bool=bool_type))
+            cur.execute(self._sql("INSERT INTO schema_migrations (version, compatible_from, name, applied_at)"
+                                  " VALUES (?, ?, ?, ?)"),
+                        (migration.version, migration.compatible_from, migration.name, _utc_now()))
+            applied[migration.version] = migration.compatible_from
+        # Code from before migrations reads schema_version's one row and refuses a value over its version 1.
+        # The row holds the oldest code version that may use the database, so that code rolls over too.
+        floor = max(applied.values())
         cur.execute("SELECT version FROM schema_version")
-        row = cur.fetchone()
-        if row is None:
-            cur.execute(self._sql("INSERT INTO schema_version (version) VALUES (?)"), (SCHEMA_VERSION,))
-        elif row[0] > SCHEMA_VERSION:
-            raise RuntimeError(
-                f"the database has schema version {row[0]}, newer than this code's {SCHEMA_VERSION}: upgrade the service"
-            )
+        if cur.fetchall() != [(floor,)]:
+            cur.execute("DELETE FROM schema_version")
+            cur.execute(self._sql("INSERT INTO schema_version (version) VALUES (?)"), (floor,))
 
 
 # --------------------------------------------------------------------------------------------
@@ -338,8 +414,9 @@ class SqliteDecisionStore(_SqlStore):
     """One connection guarded by a lock. Several processes may open the same file: WAL lets readers
     run beside the one writer, and writers wait up to the busy timeout for each other."""
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, migrations: Sequence[Migration] = MIGRATIONS):
         self.path = str(path)
+        self._migrations = tuple(migrations)
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
@@ -352,7 +429,8 @@ class SqliteDecisionStore(_SqlStore):
         self._conn.execute("PRAGMA synchronous = FULL")
         self._conn.execute("PRAGMA foreign_keys = ON")
         try:
-            self._run(lambda cur: self._create_schema(cur, "INTEGER PRIMARY KEY AUTOINCREMENT", "INTEGER"), write=True)
+            # BEGIN IMMEDIATE (write=True) is the schema lock: other openers wait for the whole migration.
+            self._run(lambda cur: self._migrate(cur, "INTEGER PRIMARY KEY AUTOINCREMENT", "INTEGER"), write=True)
         except BaseException:
             self._conn.close()
             raise
@@ -417,14 +495,15 @@ class PostgresDecisionStore(_SqlStore):
     """
 
     _placeholder = "%s"
-    _SCHEMA_LOCK_KEY = 0x7472_6961_6765  # pg_advisory_xact_lock key ("triage"): serialises schema creation
+    _SCHEMA_LOCK_KEY = 0x7472_6961_6765  # pg_advisory_xact_lock key ("triage"): serialises migrations
 
-    def __init__(self, url: str):
+    def __init__(self, url: str, migrations: Sequence[Migration] = MIGRATIONS):
         self._url = url
+        self._migrations = tuple(migrations)
         self._lock = threading.Lock()
         self._conn = self._connect()
         try:
-            self._run(self._create_pg_schema, write=True)
+            self._run(self._migrate_pg, write=True)
         except BaseException:
             self._conn.close()
             raise
@@ -432,11 +511,11 @@ class PostgresDecisionStore(_SqlStore):
     def _connect(self) -> psycopg.Connection:
         return psycopg.connect(self._url, autocommit=False, connect_timeout=10)
 
-    def _create_pg_schema(self, cur) -> None:
-        # CREATE TABLE IF NOT EXISTS races with itself in PostgreSQL (duplicate key in pg_type) when
-        # several workers start at once; the advisory lock makes them take turns.
+    def _migrate_pg(self, cur) -> None:
+        # Held to the end of the transaction: replicas starting together take turns, and the second finds the
+        # migrations applied (CREATE TABLE IF NOT EXISTS alone races with itself: duplicate key in pg_type).
         cur.execute("SELECT pg_advisory_xact_lock(%s)", (self._SCHEMA_LOCK_KEY,))
-        self._create_schema(cur, "BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY", "BOOLEAN")
+        self._migrate(cur, "BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY", "BOOLEAN")
 
     def _run(self, work: Callable[[Any], T], write: bool) -> T:
         with self._lock:
@@ -475,8 +554,9 @@ _SQLITE_PREFIX = "sqlite:///"
 _POSTGRES_PREFIXES = ("postgresql://", "postgres://")
 
 
-def open_store(url: str) -> DecisionStore:
-    """Open (creating the schema if missing) the store at ``url``.
+def open_store(url: str, migrations: Sequence[Migration] = MIGRATIONS) -> DecisionStore:
+    """Open the store at ``url``, applying the migrations it lacks (SchemaTooNew when its schema is
+    newer than this code can use; ``migrations`` is for tests that play an older release).
 
     ``sqlite:///relative/or/absolute/path.db`` (three slashes, then the path as given: ``sqlite:////abs``
     and ``sqlite:///rel`` both work; parent folders are created), ``sqlite:///:memory:``, or
@@ -490,9 +570,9 @@ def open_store(url: str) -> DecisionStore:
         path = url[len(_SQLITE_PREFIX):]
         if not path:
             raise ValueError(f"store URL {url!r} has no file path: {expected}")
-        return SqliteDecisionStore(path)
+        return SqliteDecisionStore(path, migrations)
     if url.startswith(_POSTGRES_PREFIXES):
-        return PostgresDecisionStore(url)
+        return PostgresDecisionStore(url, migrations)
     scheme = url.split("://", 1)[0]
     if scheme == "sqlite":
         raise ValueError(f"store URL {url!r} needs three slashes before the path: sqlite:///path.db")

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+import types
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
@@ -21,9 +22,12 @@ import psycopg
 import pytest
 
 from helpdesk_triage.api.decision_store import (
+    MIGRATIONS,
     SCHEMA_VERSION,
     DecisionRecord,
     FeedbackRecord,
+    Migration,
+    SchemaTooNew,
     UnknownDecision,
     open_store,
 )
@@ -38,7 +42,8 @@ BACKENDS = [
 INTEGRITY_ERRORS = (sqlite3.IntegrityError, psycopg.IntegrityError)
 
 
-def decision(id: str, category: str = "B", *, raw_text: str | None = None, degraded: bool = False) -> DecisionRecord:
+def decision(id: str, category: str = "B", *, raw_text: str | None = None, degraded: bool = False,
+             replica: str | None = None) -> DecisionRecord:
     return DecisionRecord(
         id=id,
         masked_text=f"快递还没到，手机号[手机号]（{id}）",
@@ -53,13 +58,15 @@ def decision(id: str, category: str = "B", *, raw_text: str | None = None, degra
         degraded=degraded,
         received_at="2026-03-10T20:30:00+08:00",
         decided_at="2026-03-10T12:30:00.123456+00:00",
+        replica=replica,
     )
 
 
 def feedback(
-    id: str, agent: str = "agent-1", note: str | None = None, at: str = "2026-03-11T01:00:00+00:00", **corrections
+    id: str, agent: str = "agent-1", note: str | None = None, at: str = "2026-03-11T01:00:00+00:00",
+    replica: str | None = None, **corrections
 ) -> FeedbackRecord:
-    return FeedbackRecord(id=id, corrections=corrections, agent=agent, note=note, created_at=at)
+    return FeedbackRecord(id=id, corrections=corrections, agent=agent, note=note, created_at=at, replica=replica)
 
 
 def _with_params(url: str, **params: str) -> str:
@@ -110,7 +117,7 @@ def raw_sql(url: str, sql: str, params: tuple = ()) -> list[tuple]:
 
 def test_decision_round_trip(store):
     plain = decision("t-1")
-    with_raw = decision("t-2", "D", raw_text="快递还没到，手机号13812345678", degraded=True)
+    with_raw = decision("t-2", "D", raw_text="快递还没到，手机号13812345678", degraded=True, replica="replica-a")
     store.record_decision(plain)
     store.record_decision(with_raw)
     assert store.get_decision("t-1") == plain
@@ -270,7 +277,7 @@ def test_several_processes_create_and_write_the_same_database(store_url):
         store.close()
     ids = {row[0] for row in raw_sql(store_url, "SELECT id FROM decisions")}
     assert ids == {f"{p}-{i}" for p in ("main", "p0", "p1", "p2") for i in range(per_process)}
-    assert raw_sql(store_url, "SELECT version FROM schema_version") == [(SCHEMA_VERSION,)]
+    assert applied_versions(store_url) == list(range(1, SCHEMA_VERSION + 1))
 
 
 # --------------------------------------------------------------------------------------------
@@ -308,21 +315,141 @@ def test_reopening_keeps_the_data(store_url):
         reopened.close()
 
 
+def applied_versions(url: str) -> list[int]:
+    return [row[0] for row in raw_sql(url, "SELECT version FROM schema_migrations ORDER BY version")]
+
+
 def test_schema_creation_is_idempotent(store_url):
     first, second = open_store(store_url), open_store(store_url)
     try:
         first.record_decision(decision("t-1"))
         assert second.get_decision("t-1") == decision("t-1")
-        assert raw_sql(store_url, "SELECT version FROM schema_version") == [(SCHEMA_VERSION,)]
+        assert applied_versions(store_url) == list(range(1, SCHEMA_VERSION + 1))
+        # the oldest code that may use this database: every migration so far is additive
+        assert raw_sql(store_url, "SELECT version FROM schema_version") == [(1,)]
     finally:
         first.close()
         second.close()
 
 
-def test_a_newer_schema_is_refused(store_url):
+def test_concurrent_openers_apply_each_migration_once(store_url):
+    """Replicas starting together on a new database: each migration runs once (a second ALTER TABLE ADD
+    COLUMN would fail its opener), the others wait for it and find it applied."""
+    openers = 4
+    barrier = threading.Barrier(openers)
+
+    def open_at_once():
+        barrier.wait(10)
+        return open_store(store_url)
+
+    with ThreadPoolExecutor(openers) as pool:
+        stores = list(pool.map(lambda _: open_at_once(), range(openers)))
+    try:
+        stores[0].record_decision(decision("t-1"))
+        assert all(s.get_decision("t-1") == decision("t-1") for s in stores)
+    finally:
+        for s in stores:
+            s.close()
+    assert applied_versions(store_url) == list(range(1, SCHEMA_VERSION + 1))
+
+
+def test_a_database_from_before_migrations_is_adopted(store_url):
+    open_store(store_url, migrations=MIGRATIONS[:1]).close()
+    raw_sql(store_url, "DROP TABLE schema_migrations")  # now exactly what the code before migrations created
+    raw_sql(store_url, "INSERT INTO decisions (id, masked_text, raw_text, labels, scores, model_version, degraded,"
+            " received_at, decided_at, created_at) VALUES ('old-1', 'x', NULL, '{\"category\": \"B\"}', '{}', 'v1', ?, 't', 't', 't')",
+            (False,))
+    store = open_store(store_url)
+    try:
+        old = store.get_decision("old-1")
+        assert old is not None and old.labels == {"category": "B"} and old.replica is None
+        store.record_decision(decision("new-1", replica="replica-a"))
+        assert store.get_decision("new-1").replica == "replica-a"
+    finally:
+        store.close()
+    assert applied_versions(store_url) == list(range(1, SCHEMA_VERSION + 1))
+
+
+ADDITIVE = Migration(SCHEMA_VERSION + 1, 1, "an additive change", ("CREATE TABLE IF NOT EXISTS extra (x INTEGER)",))
+BREAKING = Migration(SCHEMA_VERSION + 2, SCHEMA_VERSION + 2, "a breaking change", ("DROP TABLE extra",))
+
+
+def test_older_code_starts_on_a_newer_compatible_database(store_url):
+    open_store(store_url, migrations=(*MIGRATIONS, ADDITIVE)).close()  # a newer release migrated the database
+    store = open_store(store_url)  # this release still starts, reads and writes
+    try:
+        store.record_decision(decision("t-1"))
+        store.record_feedback(feedback("t-1", category="D", replica="replica-b"))
+        assert store.get_decision("t-1") == decision("t-1")
+    finally:
+        store.close()
+    assert raw_sql(store_url, "SELECT replica FROM feedback") == [("replica-b",)]
+    assert applied_versions(store_url) == [*range(1, SCHEMA_VERSION + 1), ADDITIVE.version]
+
+
+def test_older_code_refuses_an_incompatible_database(store_url):
+    open_store(store_url, migrations=(*MIGRATIONS, ADDITIVE, BREAKING)).close()
+    with pytest.raises(SchemaTooNew) as refused:
+        open_store(store_url)
+    assert str(refused.value) == (
+        f"the database has schema version {BREAKING.version}, which needs code of schema version {BREAKING.version}"
+        f" or later; this code knows version {SCHEMA_VERSION}: upgrade the service")
+    assert "\n" not in str(refused.value)
+    # nothing was changed by the refused opener
+    assert applied_versions(store_url) == [*range(1, SCHEMA_VERSION + 1), ADDITIVE.version, BREAKING.version]
+
+
+RELEASE_BEFORE_MIGRATIONS = "504f936"  # the last commit whose decision store had no migrations
+
+
+def _release_before_migrations():
+    """api/decision_store.py as it was at RELEASE_BEFORE_MIGRATIONS, as a module; None without that git history."""
+    try:
+        source = subprocess.run(["git", "show", f"{RELEASE_BEFORE_MIGRATIONS}:api/decision_store.py"], cwd=REPO,
+                                capture_output=True, text=True, check=True, timeout=30).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    module = types.ModuleType("decision_store_before_migrations")
+    sys.modules[module.__name__] = module  # dataclasses look their module up
+    try:
+        exec(compile(source, "decision_store_before_migrations.py", "exec"), module.__dict__)
+    finally:
+        del sys.modules[module.__name__]
+    return module
+
+
+def test_both_releases_share_one_database_in_a_rolling_upgrade(store_url):
+    """The release before migrations and this one, on one database, in the order of a rolling upgrade."""
+    previous = _release_before_migrations()
+    if previous is None:
+        pytest.skip(f"no git history with commit {RELEASE_BEFORE_MIGRATIONS}")
+    old = previous.open_store(store_url)  # the old replicas created the database
+    old.record_decision(previous.DecisionRecord(**{k: v for k, v in vars(decision("t-old")).items() if k != "replica"}))
+    new = open_store(store_url)  # a new replica starts: migrates to the current version under the lock
+    new.record_decision(decision("t-new", replica="replica-new"))
+    new.record_feedback(feedback("t-old", category="D", replica="replica-new"))
+    old.record_feedback(previous.FeedbackRecord(id="t-new", corrections={"severity": "high"}, agent="a", note=None,
+                                                created_at="2026-03-11T02:00:00+00:00"))
+    assert old.get_decision("t-new").labels == decision("t-new").labels
+    old.close()
+    restarted_old = previous.open_store(store_url)  # an old replica restarting mid-upgrade still starts
+    restarted_old.close()
+    try:
+        assert new.get_decision("t-old").replica is None
+        assert {e["id"]: e["labels"] for e in new.corrected_examples()} == {
+            "t-old": {**decision("t-old").labels, "category": "D"},
+            "t-new": {**decision("t-new").labels, "severity": "high"},
+        }
+    finally:
+        new.close()
+    assert applied_versions(store_url) == list(range(1, SCHEMA_VERSION + 1))
+
+
+def test_a_newer_legacy_schema_version_is_refused(store_url):
+    """schema_version's one row, as code from before migrations wrote it, is honoured too."""
     open_store(store_url).close()
     raw_sql(store_url, "UPDATE schema_version SET version = ?", (SCHEMA_VERSION + 1,))
-    with pytest.raises(RuntimeError, match="newer than this code"):
+    with pytest.raises(SchemaTooNew, match="upgrade the service"):
         open_store(store_url)
 
 
