@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 from pathlib import Path
@@ -46,10 +47,26 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--unmasked", action="store_true", help="export raw text (needs TRIAGE_STORE_RAW_TEXT=true when triaged); default: PII masked")
     export.set_defaults(handler=run_export_feedback)
 
-    predict = sub.add_parser("predict", help="tag every message of a JSONL file")
-    predict.add_argument("--input", type=Path, required=True, help="JSONL with a 'text' field per line")
-    predict.add_argument("--output", type=Path, required=True, help="JSONL written with the input fields plus labels")
+    predict = sub.add_parser("predict", help="score an archive of messages (JSONL/CSV/Parquet) into shards, resumably")
+    predict.add_argument("--input", required=True, metavar="PATH",
+                         help="a .jsonl/.csv/.parquet file, a folder of them, or a glob (quote it): 'archive/*.csv'")
+    predict.add_argument("--output", type=Path, required=True, metavar="DIR",
+                         help="folder of shards (part-FFFFF-SSSSS.jsonl|.parquet), rejects/ and _manifest.json; a re-run resumes")
+    predict.add_argument("--format", dest="output_format", choices=("jsonl", "parquet"), default="jsonl", help="shard format (default jsonl)")
+    predict.add_argument("--shard-rows", type=int, default=10_000, help="input rows per shard (default 10000)")
+    predict.add_argument("--keep", default="", metavar="COLS", help="input columns copied to the output, comma-separated: id,channel")
+    predict.add_argument("--text-column", default="text", help="the message column (default text)")
+    predict.add_argument("--received-at-column", default=None, metavar="COL",
+                         help="ISO-8601 time the message came in, for the SLA; every row must have it "
+                              "(default: a 'received_at' field when a row has one, else the run's start time)")
+    predict.add_argument("--strict", action="store_true", help="stop at the first row that cannot be scored (default: reject it and go on)")
     predict.add_argument("--model", type=Path, default=None, help="trained model folder (default: the embedded model)")
+    predict.add_argument("--engine", choices=("local", "ray"), default="local",
+                         help="local: this process; ray: Ray Data actors (pip install -e '.[ray]')")
+    predict.add_argument("--ray-address", default=None, metavar="ADDR", help="join this Ray cluster (default: start a local one)")
+    predict.add_argument("--ray-cpus-per-actor", type=int, default=1, metavar="N", help="CPUs (ONNX Runtime threads) per actor (default 1)")
+    predict.add_argument("--ray-actors", type=int, default=None, metavar="N", help="actors (default: the cluster's CPUs / CPUs per actor)")
+    predict.add_argument("--ray-num-cpus", type=int, default=None, metavar="N", help="CPUs of the local Ray started without --ray-address (default: all)")
     predict.set_defaults(handler=run_predict)
 
     train = sub.add_parser("train", help="fine-tune the classifier on labelled JSONL/CSV files")
@@ -133,6 +150,16 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--model", type=Path, default=None, help="model folder (default: the embedded model)")
     bench.add_argument("--out", type=Path, required=True, help="JSON file to write the figures to")
     bench.set_defaults(handler=run_bench)
+
+    load = sub.add_parser("load-test", help="load a running server with many clients and time its health probes meanwhile")
+    load.add_argument("--url", default="http://127.0.0.1:8000", help="the server (default http://127.0.0.1:8000)")
+    load.add_argument("--clients", type=int, default=40, help="concurrent clients, one connection each (default 40)")
+    load.add_argument("--batch", type=int, default=64, help="items per request: 1 posts /v1/triage, more /v1/triage/batch (default 64)")
+    load.add_argument("--seconds", type=float, default=15.0, help="how long (default 15)")
+    load.add_argument("--flood", action="store_true", help="send again at once after a 503 instead of waiting Retry-After")
+    load.add_argument("--api-key", default=None, help="bearer key, when the server has keys on")
+    load.add_argument("--out", type=Path, default=None, help="also write the figures as JSON here")
+    load.set_defaults(handler=run_load_test)
     return parser
 
 
@@ -155,8 +182,47 @@ def run_serve(args: argparse.Namespace) -> int:
         TriagePolicy.load(settings)
     except (OSError, ValueError) as exc:
         raise CliError(" ".join(str(exc).split())[:500]) from exc
-    run_server("helpdesk_triage.api.main:app", settings, host=args.host, port=args.port, workers=args.workers)
+    migrate_store(settings.database_url)
+    with worker_metrics_dir(args.workers):
+        run_server("helpdesk_triage.api.main:app", settings, host=args.host, port=args.port, workers=args.workers)
     return 0
+
+
+def migrate_store(url: str) -> None:
+    """Open the store once before any worker starts: its migrations are applied, or a schema this code
+    cannot use is one line (SchemaTooNew). Other failures are left to the workers, which report and retry
+    them as before (a database that is still starting)."""
+    from helpdesk_triage.api.decision_store import SchemaTooNew, open_store
+
+    try:
+        open_store(url).close()
+    except SchemaTooNew as exc:
+        raise CliError(f"{exc} ({redact_url(url)})") from exc
+    except Exception:
+        pass
+
+
+@contextlib.contextmanager
+def worker_metrics_dir(workers: int):
+    """With several workers, a fresh folder for the Prometheus client's multiprocess files (api.metrics),
+    named in the environment the workers inherit, and removed when the server stops. A folder the user
+    set in PROMETHEUS_MULTIPROC_DIR is used as it is."""
+    import os
+    import shutil
+    import tempfile
+
+    from helpdesk_triage.api.metrics import MULTIPROCESS_ENV
+
+    if workers < 2 or os.environ.get(MULTIPROCESS_ENV):
+        yield
+        return
+    folder = tempfile.mkdtemp(prefix="triage-metrics-")
+    os.environ[MULTIPROCESS_ENV] = folder
+    try:
+        yield
+    finally:
+        os.environ.pop(MULTIPROCESS_ENV, None)
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def run_export_feedback(args: argparse.Namespace) -> int:
@@ -213,58 +279,25 @@ def redact_url(url: str) -> str:
 
 
 def run_predict(args: argparse.Namespace) -> int:
-    from helpdesk_triage.model.triage_model import load_classifier
+    from helpdesk_triage.api.archive_scoring import ScoringError, ScoringJob, resolve_inputs, run_job
+    from helpdesk_triage.model.folder import CONFIG_NAME, is_model_folder
 
-    rows = read_jsonl_texts(args.input)
-    settings = load_settings()
+    if args.model is not None and not is_model_folder(args.model):
+        raise CliError(f"--model {args.model}: not a triage model folder (no {CONFIG_NAME})")
     try:
-        classifier, degraded = load_classifier(args.model, settings.runtime, settings.cache_dir)
-    except (FileNotFoundError, ValueError) as exc:
+        job = ScoringJob(inputs=resolve_inputs(args.input), output=args.output, output_format=args.output_format,
+                         shard_rows=args.shard_rows, text_column=args.text_column,
+                         keep=tuple(c.strip() for c in args.keep.split(",") if c.strip()),
+                         received_at_column=args.received_at_column, strict=args.strict, model_dir=args.model)
+        runner = None
+        if args.engine == "ray":
+            from helpdesk_triage.api.archive_ray import ray_runner
+
+            runner = ray_runner(args.ray_address, args.ray_cpus_per_actor, args.ray_actors, args.ray_num_cpus)
+        run_job(job, runner)
+    except ScoringError as exc:
         raise CliError(str(exc)) from exc
-    predictions = classifier.predict([row["text"] for row in rows])
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    with args.output.open("w", encoding="utf-8") as out:
-        for row, prediction in zip(rows, predictions):
-            result = dict(row)
-            for head in HEADS:
-                head_prediction = prediction.head(head)
-                result[f"pred_{head}"] = head_prediction.label
-                result[f"pred_{head}_confidence"] = round(head_prediction.confidence, 4)
-            result["model_version"] = classifier.version
-            result["degraded"] = degraded
-            out.write(json.dumps(result, ensure_ascii=False) + "\n")
-    print(f"wrote {len(rows)} predictions to {args.output} (model {classifier.version})", file=sys.stderr)
     return 0
-
-
-def read_jsonl_texts(path: Path) -> list[dict]:
-    if not path.is_file():
-        raise CliError(f"{path}: no such file")
-    rows, problems = [], []
-    with path.open("rb") as f:
-        for number, raw in enumerate(f, start=1):
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError:
-                problems.append(f"row {number}: not UTF-8")
-                continue
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                problems.append(f"row {number}: invalid JSON ({exc.msg})")
-                continue
-            if not isinstance(row, dict) or not isinstance(row.get("text"), str) or not row["text"].strip():
-                problems.append(f"row {number}: needs a non-empty string field 'text'")
-                continue
-            rows.append(row)
-    if problems:
-        shown = "; ".join(problems[:10]) + (f"; … {len(problems) - 10} more" if len(problems) > 10 else "")
-        raise CliError(f"{path}: {len(problems)} bad rows: {shown}")
-    if not rows:
-        raise CliError(f"{path}: no rows")
-    return rows
 
 
 def run_train(args: argparse.Namespace) -> int:
@@ -488,6 +521,23 @@ def run_bench(args: argparse.Namespace) -> int:
     write_json(result, args.out)
     print(format_table(result))
     print(f"wrote {args.out}")
+    return 0
+
+
+def run_load_test(args: argparse.Namespace) -> int:
+    from helpdesk_triage.api.load_test import load_test
+
+    if args.clients < 1 or args.batch < 1 or args.seconds <= 0:
+        raise CliError("--clients and --batch must be at least 1 and --seconds positive")
+    try:
+        result = load_test(args.url, clients=args.clients, batch_items=args.batch, seconds=args.seconds,
+                           flood=args.flood, api_key=args.api_key)
+    except OSError as exc:
+        raise CliError(f"cannot reach {args.url}: {exc}") from exc
+    print(result.summary())
+    if args.out is not None:
+        args.out.write_text(result.to_json() + "\n", encoding="utf-8")
+        print(f"wrote {args.out}")
     return 0
 
 

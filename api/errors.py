@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable, Mapping
 
@@ -10,6 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from helpdesk_triage.api.admission import Overloaded
 from helpdesk_triage.api.decision_store import UnknownDecision
 from helpdesk_triage.api.schemas import ErrorResponse
 from helpdesk_triage.api.triage_service import StorageUnavailable
@@ -19,7 +21,8 @@ log = logging.getLogger("triage.errors")
 
 _HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 400: "bad_request"}
 # pydantic error types that deserve their own code; every other validation error is invalid_request.
-_VALIDATION_CODES = {"json_invalid": "malformed_json", "literal_error": "invalid_label"}
+_VALIDATION_CODES = {"json_invalid": "malformed_json", "literal_error": "invalid_label",
+                     "invalid_timestamp": "invalid_timestamp"}
 
 
 class ApiError(Exception):
@@ -38,7 +41,7 @@ def error_response(status: int, code: str, message: str, field: str | None = Non
     return JSONResponse(status_code=status, content=body.model_dump(exclude_none=True), headers=headers)
 
 
-def install_error_handlers(app: FastAPI, retry_after_s: int, on_too_many_items: Callable[[], None] = lambda: None) -> None:
+def install_error_handlers(app: FastAPI, retry_after_s: int, overload_hold_s: float = 0.0, on_too_many_items: Callable[[], None] = lambda: None) -> None:
     async def api_error(request: Request, exc: ApiError) -> JSONResponse:
         return error_response(exc.status, exc.code, exc.message, exc.field, exc.headers)
 
@@ -68,9 +71,16 @@ def install_error_handlers(app: FastAPI, retry_after_s: int, on_too_many_items: 
         return error_response(503, "storage_unavailable", "the decision store did not confirm the write; retry",
                               headers={"Retry-After": str(retry_after_s)})
 
+    async def overloaded(request: Request, exc: Overloaded) -> JSONResponse:
+        if overload_hold_s > 0:  # as api.admission_gate does
+            await asyncio.sleep(min(overload_hold_s, exc.retry_after_s))
+        return error_response(503, "overloaded", exc.message, headers={"Retry-After": str(exc.retry_after_s)})
+
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        if exc.status_code == 400 and isinstance(exc.__cause__, (ValueError, RecursionError)):
-            # FastAPI's 400 for a body json.loads cannot read (not UTF-8, nested too deep): malformed JSON too.
+        if exc.status_code == 400 and isinstance(exc.__cause__, RecursionError):
+            # FastAPI's 400 for a body json.loads gives up on: still malformed JSON, and the message says why.
+            return error_response(422, "malformed_json", "the body is nested too deep to be read as JSON")
+        if exc.status_code == 400 and isinstance(exc.__cause__, ValueError):
             return error_response(422, "malformed_json", "the body is not valid JSON in UTF-8")
         code = _HTTP_CODES.get(exc.status_code, "http_error")
         return error_response(exc.status_code, code, str(exc.detail), headers=exc.headers)
@@ -80,4 +90,5 @@ def install_error_handlers(app: FastAPI, retry_after_s: int, on_too_many_items: 
     app.add_exception_handler(InvalidInput, invalid_input)
     app.add_exception_handler(UnknownDecision, unknown_decision)
     app.add_exception_handler(StorageUnavailable, storage_unavailable)
+    app.add_exception_handler(Overloaded, overloaded)
     app.add_exception_handler(StarletteHTTPException, http_error)

@@ -1,7 +1,14 @@
-"""Prometheus metrics of one app, in a registry of its own (several apps may live in one process)."""
+"""Prometheus metrics of one app, in a registry of its own (several apps may live in one process).
+
+With several worker processes (``triage serve --workers N``) each worker counts in files under
+``PROMETHEUS_MULTIPROC_DIR`` (the Prometheus client's multiprocess mode, set up by ``triage serve``
+before the workers start), and a scrape of any worker sums the files of all of them: one scrape gives
+the totals, never one worker's share that would look like a counter reset.
+"""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 
 from prometheus_client import (
@@ -10,7 +17,10 @@ from prometheus_client import (
     Counter,
     Histogram,
     generate_latest,
+    multiprocess,
 )
+
+MULTIPROCESS_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 from helpdesk_triage.api.schemas import TriageResponse
 from helpdesk_triage.policy.labels import HEADS
@@ -46,7 +56,8 @@ class TriageMetrics:
         self.model_batch_requests = Histogram("triage_model_batch_requests", "Requests answered by one model call.",
                                               buckets=BATCH_BUCKETS, registry=r)
         self.rejected = Counter("triage_rejected", "Requests refused before any work, by reason "
-                                "(overloaded, too_large, too_many_items, unauthorized, not_ready).", ["reason"], registry=r)
+                                "(overloaded, queue_timeout, too_large, body_timeout, too_many_items, unauthorized, not_ready).", ["reason"],
+                                registry=r)
 
     def observe_request(self, route: str, status: int, seconds: float) -> None:
         self.requests.labels(route=route, status=str(status)).inc()
@@ -76,4 +87,8 @@ class TriageMetrics:
         self.rejected.labels(reason=reason).inc()
 
     def render(self) -> bytes:
+        if os.environ.get(MULTIPROCESS_ENV):
+            totals = CollectorRegistry()
+            multiprocess.MultiProcessCollector(totals)
+            return generate_latest(totals)
         return generate_latest(self.registry)

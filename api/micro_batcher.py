@@ -44,14 +44,17 @@ class _Job(Generic[R]):
 
 class MicroBatcher(Generic[R]):
     def __init__(self, run: Callable[[Any, list[str]], Sequence[R]], *, max_batch: int, max_wait_s: float,
-                 on_batch: Callable[[int, int], None] | None = None, name: str = "triage-model") -> None:
-        """``run(key, texts)`` returns one result per text; ``on_batch(texts, jobs)`` is told each batch's size."""
+                 on_batch: Callable[[int, int], None] | None = None,
+                 on_done: Callable[[int, float], None] | None = None, name: str = "triage-model") -> None:
+        """``run(key, texts)`` returns one result per text; ``on_batch(texts, jobs)`` is told each batch's size
+        before it runs, ``on_done(texts, seconds)`` how long a batch that succeeded took."""
         if max_batch < 1:
             raise ValueError("max_batch must be at least 1")
         self._run_fn = run
         self.max_batch = max_batch
         self.max_wait_s = max(0.0, max_wait_s)
         self._on_batch = on_batch
+        self._on_done = on_done
         self._queue: deque[_Job] = deque()
         self._cond = threading.Condition()
         self._closed = False
@@ -142,6 +145,7 @@ class MicroBatcher(Generic[R]):
                 self._on_batch(len(texts), len(jobs))
             except Exception:  # noqa: BLE001 - metrics must not fail a batch
                 log.exception("batch_metrics_failed")
+        started = time.perf_counter()
         try:
             results = self._call(key, texts)
         except Exception as exc:  # noqa: BLE001
@@ -155,6 +159,11 @@ class MicroBatcher(Generic[R]):
                 except Exception as alone:  # noqa: BLE001
                     job.future.set_exception(alone)
             return
+        if self._on_done is not None:
+            try:
+                self._on_done(len(texts), time.perf_counter() - started)
+            except Exception:  # noqa: BLE001 - metrics must not fail a batch
+                log.exception("batch_metrics_failed")
         start = 0
         for job in jobs:
             job.future.set_result(results[start : start + len(job.texts)])

@@ -25,6 +25,7 @@ from helpdesk_triage.api.errors import error_response
 from helpdesk_triage.api.metrics import TriageMetrics
 
 REQUEST_ID_HEADER = "x-request-id"
+REPLICA_HEADER = "x-triage-replica"
 _VALID_REQUEST_ID = re.compile(r"[\x20-\x7e]{1,128}")  # printable ASCII
 UNMATCHED_ROUTE = "unmatched"
 CLIENT_CLOSED = 499  # no response was sent: the client left first (nginx's code for it)
@@ -36,13 +37,20 @@ log = logging.getLogger("triage.errors")
 
 
 class JsonFormatter(logging.Formatter):
+    def __init__(self, replica: str | None = None) -> None:
+        super().__init__()
+        self.replica = replica
+
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
             "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname,
             "logger": record.name,
             "event": record.getMessage(),
+            "pid": record.process,  # with several workers, which one wrote the line
         }
+        if self.replica is not None:
+            entry["replica"] = self.replica  # with several replicas, which one
         request_id = current_request_id.get()
         if request_id is not None:
             entry["request_id"] = request_id
@@ -52,12 +60,13 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, ensure_ascii=False, default=str)
 
 
-def log_config(level: str = "INFO") -> dict[str, Any]:
-    """A logging.config dict (also given to uvicorn) that sends every logger through JsonFormatter to stderr."""
+def log_config(level: str = "INFO", replica: str | None = None) -> dict[str, Any]:
+    """A logging.config dict (also given to uvicorn) that sends every logger through JsonFormatter to stderr;
+    ``replica`` names this replica in every line."""
     return {
         "version": 1,
         "disable_existing_loggers": False,
-        "formatters": {"json": {"()": JsonFormatter}},
+        "formatters": {"json": {"()": JsonFormatter, "replica": replica}},
         "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "json", "stream": "ext://sys.stderr"}},
         "root": {"handlers": ["stderr"], "level": level},
         "loggers": {
@@ -70,12 +79,15 @@ def log_config(level: str = "INFO") -> dict[str, Any]:
 
 
 class RequestLogMiddleware:
-    """Outermost middleware: every response, errors included, carries X-Request-ID, is counted and logged."""
+    """Outermost middleware: every response, errors included, carries X-Request-ID (and X-Triage-Replica when
+    ``replica`` is given), is counted and logged."""
 
-    def __init__(self, app: ASGIApp, routes: Sequence[BaseRoute], metrics: TriageMetrics) -> None:
+    def __init__(self, app: ASGIApp, routes: Sequence[BaseRoute], metrics: TriageMetrics,
+                 replica: str | None = None) -> None:
         self.app = app
         self.routes = routes
         self.metrics = metrics
+        self._replica = [(REPLICA_HEADER.encode(), replica.encode("ascii"))] if replica else []
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -96,7 +108,7 @@ class RequestLogMiddleware:
                 status = message["status"]
                 response_started = True
                 headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != b"x-request-id"]
-                message = {**message, "headers": [*headers, (b"x-request-id", request_id.encode("ascii"))]}
+                message = {**message, "headers": [*headers, (b"x-request-id", request_id.encode("ascii")), *self._replica]}
             await send(message)
 
         try:

@@ -6,13 +6,14 @@ from __future__ import annotations
 import unicodedata
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, create_model
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, create_model
 
 from helpdesk_triage.policy.labels import HEADS, LABELS
 from helpdesk_triage.policy.triage import (
-    CleanStr,
+    JsonSchemaExtra,
     TriageRequest,
     TriageResponse,
+    clean_str,
 )
 
 
@@ -22,7 +23,8 @@ def _no_nul_or_surrogates(value: str) -> str:
     return value
 
 
-NoteStr = Annotated[str, AfterValidator(_no_nul_or_surrogates)]
+NoteStr = Annotated[str, StringConstraints(max_length=2000), AfterValidator(_no_nul_or_surrogates),
+                    JsonSchemaExtra(pattern="^[^\\u0000]*$")]
 CategoryCode = Literal[LABELS.categories]  # type: ignore[valid-type]
 SeverityCode = Literal[LABELS.severities]  # type: ignore[valid-type]
 SentimentCode = Literal[LABELS.sentiments]  # type: ignore[valid-type]
@@ -49,14 +51,20 @@ class BatchResponse(BaseModel):
 
 
 class FeedbackRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # At least one label that is not null: the service refuses the rest (no_correction); the contract says so.
+    model_config = ConfigDict(extra="forbid", json_schema_extra={
+        "anyOf": [{"required": [head], "properties": {head: {"not": {"type": "null"}}}} for head in HEADS],
+        "examples": [{"id": "t-1001", "category": "D", "severity": "high", "agent": "wang.wu", "note": "客户第二次来催"}],
+    })
 
-    id: CleanStr = Field(..., min_length=1, max_length=128, description="The id of a triaged message.")
+    id: clean_str(128, min_length=1) = Field(..., description="The id of a triaged message.")
     category: CategoryCode | None = Field(None, description="Corrected category.")
     severity: SeverityCode | None = Field(None, description="Corrected severity.")
     sentiment: SentimentCode | None = Field(None, description="Corrected sentiment.")
-    agent: CleanStr | None = Field(None, max_length=128, description="Who corrected it.")
-    note: NoteStr | None = Field(None, max_length=2000, description="Free text; stored as given.")
+    agent: clean_str(128) | None = Field(None, description="Who corrected it; stored with PII masked like the note.")
+    note: NoteStr | None = Field(None, description="Free text; stored with PII masked (mobile numbers, e-mails, ID-card, "
+                                 "bank-card and order numbers, as in the message text) unless TRIAGE_STORE_RAW_TEXT is "
+                                 "on, then as given.")
 
     def corrections(self) -> dict[str, str]:
         return {head: value for head in HEADS if (value := getattr(self, head)) is not None}
@@ -78,6 +86,8 @@ class ReadyResponse(BaseModel):
     degraded: bool
     degraded_reason: str | None = None
     storage: bool
+    worker_pid: int = Field(..., description="The process that answered: with several workers, which one this is.")
+    replica: str = Field(..., description="The replica that answered (TRIAGE_REPLICA_NAME): behind a balancer, which one this is.")
 
 
 class ErrorDetail(BaseModel):

@@ -28,7 +28,7 @@ def run_server(app: Any, settings: Settings, *, host: str | None = None, port: i
         app,
         **where,
         workers=workers,
-        log_config=log_config(settings.log_level),
+        log_config=log_config(settings.log_level, settings.replica_name),
         access_log=False,  # the app writes its own access line, with the request id
         timeout_graceful_shutdown=settings.graceful_shutdown_s,
     )

@@ -9,13 +9,17 @@ and answers from the keyword rules (``degraded``) when the model is missing, fai
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
+import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import replace
 from datetime import UTC, datetime
 
+from helpdesk_triage.api.admission import Admission, Overloaded
 from helpdesk_triage.api.decision_store import (
     DecisionRecord,
     DecisionStore,
@@ -36,6 +40,9 @@ from helpdesk_triage.policy.triage import Classification, Decision, InvalidInput
 log = logging.getLogger("triage.service")
 
 WARM_UP_TEXT = "您好，我的快递到哪了？"
+# /readyz trusts a store write or ping this recent instead of pinging again (a probe must not queue behind writes).
+STORAGE_FRESH_S = 2.0
+STORAGE_PING_TIMEOUT_S = 0.5
 
 
 class StorageUnavailable(RuntimeError):
@@ -50,6 +57,7 @@ class TriageService:
         metrics: TriageMetrics | None = None,
         classifier: Classifier | None = None,
         policy: TriagePolicy | None = None,
+        admission: Admission | None = None,
     ) -> None:
         """``classifier`` given: serve it at once (tests, embedding). Otherwise call :meth:`load_model`."""
         self.settings = settings
@@ -58,11 +66,20 @@ class TriageService:
         self._policy_given = policy is not None
         self.policy = policy or TriagePolicy.load(settings)
         self.fallback = KeywordClassifier()
+        self.admission = admission or admission_for(settings)
         self._batcher = MicroBatcher(_predict_batch, max_batch=settings.max_model_batch,
-                                     max_wait_s=settings.batch_wait_ms / 1000, on_batch=self.metrics.observe_model_batch)
+                                     max_wait_s=settings.batch_wait_ms / 1000, on_batch=self.metrics.observe_model_batch,
+                                     on_done=self.admission.observe_model_call)
         self._model: Classifier | None = None
         self._unavailable_reason: str | None = None
         self._ready = threading.Event()
+        # Request threads doing Python work (checks, decisions) at the same time. The GIL runs one at a time
+        # anyway; a burst of dozens woken together by one model batch would only starve the event loop, and
+        # with it the health probes and the admission of the next requests.
+        self._python_turns = threading.BoundedSemaphore(settings.max_concurrent_requests)
+        self._storage_ok_at: float | None = None
+        # Probes ping the store on a thread of their own, never behind triage work in the request threads.
+        self._probe_pool = ThreadPoolExecutor(1, thread_name_prefix="triage-probe")
         if classifier is not None:
             self._serve(classifier, "keyword rules configured instead of a model" if isinstance(classifier, KeywordClassifier) else None)
 
@@ -114,26 +131,46 @@ class TriageService:
 
     def close(self) -> None:
         self._batcher.close()
+        self._probe_pool.shutdown(wait=False, cancel_futures=True)
 
     # -- the one model call --------------------------------------------------------------------
 
     def classify(self, texts: list[str]) -> Classification:
-        """Classify normalised texts with one model call; never raises for a model failure."""
+        """Classify normalised texts with one model call; never raises for a model failure.
+
+        Raises Overloaded (503) when the model's queue has no room for the texts, or when they were still
+        waiting in it when the time budget ran out: the client can retry on the model, which answers from
+        the keyword rules could not give it. A model call already running gets the budget once more.
+        Degraded answers are for a model that is missing, failing or hung.
+        """
         model = self._model
         if model is None or self._unavailable_reason is not None:
             return self._fallback(texts, "no_model", self._unavailable_reason or "the model is not loaded")
         if not texts:
             return Classification([], model.version, None, [])
         budget_ms = self.settings.request_timeout_ms
+        self.admission.admit_texts(len(texts))
         try:
             future = self._batcher.submit(model, texts)
-            results = future.result(timeout=budget_ms / 1000)
+            try:
+                results = future.result(timeout=budget_ms / 1000)
+            except FutureTimeout:
+                if future.cancel():  # still queued: it never runs
+                    self.metrics.observe_rejected("queue_timeout")
+                    raise Overloaded(f"worker {self.admission.pid}: the model did not reach these texts within "
+                                     f"{budget_ms} ms; retry later", self.admission.retry_after()) from None
+                # Running: the model is at work on them (a busy machine slows it), so it gets as long again;
+                # only a call still running after that (a hung model) is answered by the keyword rules.
+                results = future.result(timeout=budget_ms / 1000)
         except FutureTimeout:
-            future.cancel()  # still queued: never runs; already running: its result is dropped
-            return self._fallback(texts, "timeout", f"the model did not answer within {budget_ms} ms")
+            return self._fallback(texts, "timeout", f"the model did not answer within {2 * budget_ms} ms")
+        except Overloaded:
+            raise
         except Exception as exc:  # a model failure must not become a 500
             log.exception("model_failed", extra={"fields": {"error": type(exc).__name__}})
             return self._fallback(texts, "model_error", f"the model failed ({type(exc).__name__})")
+        finally:
+            self.admission.release_texts(len(texts))
         return Classification([p for p, _ in results], model.version, None, [over for _, over in results],
                               getattr(model, "embed", None))
 
@@ -156,15 +193,24 @@ class TriageService:
         nothing classified or stored.
         """
         now = now or datetime.now(UTC)
-        decisions = decide(requests, self.classify, self.policy, now, field_prefix)
-        self._store(decisions)
+        with self._python_turns:  # released while the model works, taken back for the decisions
+            decisions = decide(requests, self._classify_off_turn, self.policy, now, field_prefix)
+            records = self._records(decisions)
+        self._write(lambda: self.store.record_decisions(records), "record_decisions")
         responses = [d.response for d in decisions]
         self.metrics.observe_decisions(responses)
         return responses
 
-    def _store(self, decisions: list[Decision]) -> None:
+    def _classify_off_turn(self, texts: list[str]) -> Classification:
+        self._python_turns.release()
+        try:
+            return self.classify(texts)
+        finally:
+            self._python_turns.acquire()
+
+    def _records(self, decisions: list[Decision]) -> list[DecisionRecord]:
         decided_at = datetime.now(UTC).isoformat()
-        records = [
+        return [
             DecisionRecord(
                 id=d.response.id,
                 masked_text=mask_pii(d.item.text),
@@ -175,10 +221,10 @@ class TriageService:
                 degraded=d.response.degraded,
                 received_at=d.item.received_at.isoformat(),
                 decided_at=decided_at,
+                replica=self.settings.replica_name,
             )
             for d in decisions
         ]
-        _write(lambda: self.store.record_decisions(records), "record_decisions")
 
     # -- feedback ------------------------------------------------------------------------------
 
@@ -187,16 +233,55 @@ class TriageService:
         corrections = request.corrections()
         if not corrections:
             raise InvalidInput("no_correction", f"give at least one of {', '.join(HEADS)}")
-        record = FeedbackRecord(id=request.id, corrections=corrections, agent=request.agent, note=request.note,
-                                created_at=datetime.now(UTC).isoformat())
-        feedback_id = _write(lambda: self.store.record_feedback(record), "record_feedback")
+        record = FeedbackRecord(id=request.id, corrections=corrections, agent=self._stored_free_text(request.agent),
+                                note=self._stored_free_text(request.note), created_at=datetime.now(UTC).isoformat(),
+                                replica=self.settings.replica_name)
+        feedback_id = self._write(lambda: self.store.record_feedback(record), "record_feedback")
         return FeedbackResponse(feedback_id=feedback_id, id=request.id, applied=corrections)
+
+    def _stored_free_text(self, value: str | None) -> str | None:
+        """A feedback field as stored: PII-masked like the message text, unless raw text is to be stored."""
+        if value is None or self.settings.store_raw_text:
+            return value
+        return mask_pii(value)
 
     def storage_ok(self) -> bool:
         try:
-            return bool(self.store.ping())
+            ok = bool(self.store.ping())
         except Exception:  # noqa: BLE001
+            ok = False
+        self._storage_ok_at = time.monotonic() if ok else None
+        return ok
+
+    async def storage_ready(self) -> bool:
+        """For /readyz: True when a write or ping succeeded within STORAGE_FRESH_S, else a ping on the probe
+        thread that must answer within STORAGE_PING_TIMEOUT_S."""
+        ok_at = self._storage_ok_at
+        if ok_at is not None and time.monotonic() - ok_at < STORAGE_FRESH_S:
+            return True
+        try:
+            return await asyncio.wait_for(asyncio.wrap_future(self._probe_pool.submit(self.storage_ok)),
+                                          STORAGE_PING_TIMEOUT_S)
+        except (TimeoutError, RuntimeError):  # RuntimeError: the pool is shut down
             return False
+
+    def _write(self, work: Callable, what: str):
+        try:
+            result = work()
+        except UnknownDecision:
+            raise
+        except Exception as exc:  # any store failure: the write is not confirmed
+            self._storage_ok_at = None
+            log.error("storage_write_failed", extra={"fields": {"operation": what, "error": type(exc).__name__}})
+            raise StorageUnavailable(what) from exc
+        self._storage_ok_at = time.monotonic()
+        return result
+
+
+def admission_for(settings: Settings) -> Admission:
+    """The admission limits of one app (api.admission), from its settings."""
+    return Admission(settings.max_concurrent_requests + settings.max_queued_requests, settings.max_queued_texts,
+                     settings.request_timeout_ms / 1000, settings.retry_after_s)
 
 
 def load_classifier(model_dir, runtime: str, cache_dir):
@@ -213,14 +298,3 @@ def _predict_batch(model: Classifier, texts: list[str]) -> list[tuple[TextPredic
     if len(predictions) != len(texts):
         raise RuntimeError(f"the model returned {len(predictions)} predictions for {len(texts)} texts")
     return list(zip(predictions, over_window(model, texts)))
-
-
-def _write(work: Callable, what: str):
-    try:
-        return work()
-    except UnknownDecision:
-        raise
-    except Exception as exc:  # any store failure: the write is not confirmed
-        log.error("storage_write_failed", extra={"fields": {"operation": what, "error": type(exc).__name__}})
-        raise StorageUnavailable(what) from exc
-

@@ -47,10 +47,11 @@ class TriageModel:
 
     @classmethod
     def load(cls, folder: str | Path | None = None, *, runtime: str | None = None, cache_dir: str | Path | None = None,
-             with_ngram: bool = True) -> "TriageModel":
+             with_ngram: bool = True, threads: int | None = None) -> "TriageModel":
         """The model of ``folder`` (default: the embedded one) in ``runtime`` (default: the ``runtime`` setting,
         ``TRIAGE_RUNTIME``, else ``onnx-int8``). ``with_ngram=False`` leaves out the n-gram blend: the transformer
-        alone, as training fits it."""
+        alone, as training fits it. ``threads``: ONNX Runtime's intra-op threads (default: the cores this process
+        may use); a worker given fewer CPUs than the machine has (a Ray actor) sets its own."""
         folder = Path(folder) if folder is not None else DEFAULT_MODEL_DIR
         runtime = (runtime or Settings().runtime).strip().lower()
         if runtime not in RUNTIMES:
@@ -63,7 +64,7 @@ class TriageModel:
                 from helpdesk_triage.model.onnx_backend import OnnxBackend
                 from helpdesk_triage.model.onnx_export import build_onnx_model
 
-                return cls(OnnxBackend(build_onnx_model(folder, cache_dir), config), config, ngram, folder, subcase_head)
+                return cls(OnnxBackend(build_onnx_model(folder, cache_dir), config, threads), config, ngram, folder, subcase_head)
             except Exception as exc:  # noqa: BLE001 - any failure of the fast path: serve the reference model
                 log.warning("the optimised ONNX model of %s is unavailable (%s: %s); serving the torch model instead",
                             folder, type(exc).__name__, " ".join(str(exc).split())[:300])
@@ -137,15 +138,15 @@ class TriageModel:
 
 
 def load_classifier(model_dir: str | Path | None = None, runtime: str | None = None,
-                    cache_dir: str | Path | None = None) -> tuple[Classifier, bool]:
+                    cache_dir: str | Path | None = None, threads: int | None = None) -> tuple[Classifier, bool]:
     """What serves: (classifier, degraded). An explicit ``model_dir`` must load; without one the embedded
     model serves, or — when the package was installed without it — the keyword rules (degraded)."""
     if model_dir is not None:
         if not is_model_folder(model_dir):
             raise FileNotFoundError(f"{model_dir} is not a triage model folder (no {CONFIG_NAME})")
-        return TriageModel.load(model_dir, runtime=runtime, cache_dir=cache_dir), False
+        return TriageModel.load(model_dir, runtime=runtime, cache_dir=cache_dir, threads=threads), False
     if is_model_folder(DEFAULT_MODEL_DIR):
-        return TriageModel.load(DEFAULT_MODEL_DIR, runtime=runtime, cache_dir=cache_dir), False
+        return TriageModel.load(DEFAULT_MODEL_DIR, runtime=runtime, cache_dir=cache_dir, threads=threads), False
     log.warning("no embedded model at %s: answering with keyword rules (degraded)", DEFAULT_MODEL_DIR)
     return KeywordClassifier(), True
 

@@ -19,11 +19,13 @@ from pathlib import Path
 from helpdesk_triage.policy.answer_library import AnswerMatch
 from helpdesk_triage.policy.data_files import data_file
 from helpdesk_triage.policy.labels import LABELS
+from helpdesk_triage.policy.text_normalization import code_point_ranges
 from helpdesk_triage.policy.subcases import OTHER, SubcaseChoice, SubcaseTaxonomy
 
 DEFAULT_TEMPLATES_PATH = data_file("reply_templates.toml")
 SLOTS = ("customer_name", "order_id", "agent_name", "first_response_due", "resolution_due")
 DEFAULT_VARIANT = "default"
+MAX_SLOT_CHARS = 64
 
 _TEMPLATE_ID = re.compile(r"^([A-Za-z0-9]+)\.([a-z][a-z0-9_]*)\.([a-z][a-z0-9_]*)$")
 _MARKUP = re.compile(r"\[\[|\]\]|\|\||\{([^{}]*)\}|[{}]")
@@ -36,6 +38,21 @@ _SAMPLE_SLOTS = {
     "first_response_due": "3月10日11:00",
     "resolution_due": "3月10日14:00",
 }
+# A slot value goes into the reply an agent sends as it is: nothing invisible (a bidi override turns the reply
+# around, a zero-width space hides in it) and no line breaks in a name or an order number. Code points this
+# Python's Unicode tables do not know yet (Cn) are let through: a newer emoji in a name is not an attack.
+_REFUSED_SLOT_CHARACTERS = {
+    "Cc": "a control character",
+    "Cf": "an invisible format character",
+    "Cs": "an unpaired surrogate",
+    "Co": "a private-use character",
+    "Zl": "a line separator",
+    "Zp": "a paragraph separator",
+}
+# Markup: what a chat widget or an e-mail client may render as HTML (< >) and the characters of the templates'
+# own markup ({slot}, [[ ]], ||), refused one by one so that the contract can state the rule as a character class.
+SLOT_MARKUP_CHARACTERS = "<>{}[]|"
+
 _TOP_KEYS = {"forbidden_phrases", "template"}
 _TEMPLATE_KEYS = {"id", "text", "severities", "sentiments", "cues"}
 ANY = "any"
@@ -271,6 +288,26 @@ class ReplyTemplateLibrary:
             if bad:
                 raise ValueError(f"{where}: renders with stray punctuation {bad.group(0)!r}: {rendered}")
 
+    def check_slot_value(self, name: str, value: str) -> None:
+        """ValueError (the message names the slot) when ``value`` may not fill slot ``name`` of a reply: over
+        :data:`MAX_SLOT_CHARS` characters, a character of :data:`_REFUSED_SLOT_CHARACTERS`, a markup character
+        (:data:`SLOT_MARKUP_CHARACTERS`) or a forbidden phrase of the handbook. Such a value is refused,
+        not cleaned: whoever sent it gets to know."""
+        if name not in SLOTS:
+            raise ValueError(f"unknown slot {name!r}; slots are {list(SLOTS)}")
+        if len(value) > MAX_SLOT_CHARS:
+            raise ValueError(f"{name} is {len(value)} characters long; at most {MAX_SLOT_CHARS} characters")
+        for ch in value:
+            what = _REFUSED_SLOT_CHARACTERS.get(unicodedata.category(ch))
+            if what is not None:
+                raise ValueError(f"{name} contains {what} (U+{ord(ch):04X})")
+        markup = next((ch for ch in value if ch in SLOT_MARKUP_CHARACTERS), None)
+        if markup is not None:
+            raise ValueError(f"{name} contains markup {markup!r}; it would go into the reply as it is")
+        found = self.forbidden_in(value)
+        if found:
+            raise ValueError(f"{name} contains {found[0]!r}, a phrase the reply handbook forbids")
+
     def _check_template(self, t: ReplyTemplate) -> None:
         where = f"template {t.id}"
         if t.id in self._templates:
@@ -379,3 +416,14 @@ class ReplyTemplateLibrary:
 
     def render(self, template_text: str, slots: Mapping[str, str | None]) -> str:
         return _render(_parse(template_text), _known_slots(slots))
+
+
+@functools.cache
+def slot_value_pattern() -> str:
+    """The JSON Schema ``pattern`` of a slot value: exactly the strings without a character that
+    :meth:`ReplyTemplateLibrary.check_slot_value` refuses one by one (its forbidden phrases cannot be stated).
+    Surrogates are left out (a JSON string cannot hold a lone one). Computed on first use
+    (about half a second: every code point's category), when the OpenAPI schema is built."""
+    refused = [cp for cp in range(0x110000) if not 0xD800 <= cp <= 0xDFFF
+               and (unicodedata.category(chr(cp)) in _REFUSED_SLOT_CHARACTERS or chr(cp) in SLOT_MARKUP_CHARACTERS)]
+    return "^[^" + code_point_ranges(refused) + "]*$"

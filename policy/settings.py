@@ -9,6 +9,7 @@ message naming the setting.
 from __future__ import annotations
 
 import json
+import socket
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -44,20 +45,41 @@ class Settings(BaseSettings):
         description="Where decisions and feedback are stored: sqlite:///path.db (relative to the working "
         "directory) or postgresql://user:pass@host:5432/db for several replicas.",
     )
-    store_raw_text: bool = Field(False, description="Also store the unmasked text (needed for export-feedback --unmasked).")
+    replica_name: str = Field(
+        default_factory=socket.gethostname, min_length=1, max_length=64, pattern=r"^[\x21-\x7e]+$",
+        description="This replica's name (printable ASCII, no spaces): in /readyz, the X-Triage-Replica response "
+        "header, every log line and the rows it stores. Default: the host name (a container's id).")
+    store_raw_text: bool = Field(False, description="Also store the unmasked text (needed for export-feedback --unmasked), "
+                                 "and store feedback agent and note unmasked.")
 
     max_text_chars: int = Field(2000, ge=1, description="Longer texts are cut to this many characters (flagged truncated).")
     max_batch_items: int = Field(64, ge=1, le=10_000, description="Items in one POST /v1/triage/batch; more is 413.")
     max_body_bytes: int = Field(64 * 1024, ge=1024, description="Request body limit of every route but the batch route.")
     max_batch_body_bytes: int = Field(1024 * 1024, ge=1024, description="Request body limit of POST /v1/triage/batch.")
+    body_read_timeout_s: float = Field(
+        10.0, gt=0.0, le=600.0,
+        description="The whole request body must arrive within this many seconds of the first read; else 408.")
 
-    max_concurrent_requests: int = Field(4, ge=1, le=256, description="Model-bound requests classified at the same time.")
+    max_concurrent_requests: int = Field(4, ge=1, le=256, description="Triage requests doing their Python work (checks, decisions) at the same time; the others wait for "
+        "their turn or for the model. With the next setting: how many may be in flight.")
     max_queued_requests: int = Field(32, ge=0, le=4096, description="Model-bound requests waiting beyond those; more is 503.")
+    max_queued_texts: int = Field(
+        256, ge=1, le=100_000,
+        description="Texts waiting for or in the model at most (a batch of 64 weighs 64); the model's measured rate "
+        "lowers it to what it answers within request_timeout_ms. A request that does not fit is 503 with Retry-After, "
+        "before any work, instead of an answer from the keyword rules after the budget is spent.",
+    )
     request_timeout_ms: int = Field(
         5000, ge=10, le=600_000,
         description="Time budget of the model call (queue wait included); past it the keyword rules answer (degraded).",
     )
     retry_after_s: int = Field(1, ge=1, le=3600, description="Retry-After sent with 503 overloaded / not_ready.")
+    overload_hold_ms: int = Field(
+        500, ge=0, le=10_000,
+        description="A request refused as overloaded is answered after this long (capped by its Retry-After), holding "
+        "nothing but its connection: clients that retry at once without reading Retry-After cannot spin the server "
+        "so fast that its health probes and admitted requests wait behind the refusals. 0 answers at once.",
+    )
 
     runtime: Runtime = Field(
         "onnx-int8",

@@ -67,6 +67,7 @@ __all__ = [
     "normalize",
     "normalize_text",
     "to_simplified",
+    "visible_text_pattern",
 ]
 
 
@@ -260,6 +261,37 @@ def normalization_info() -> dict[str, str]:
         "opencc_config": _OPENCC_CONFIG,
         "opencc_tofu_risk_dictionaries": str(_OPENCC_TOFU_RISK),
     }
+
+
+def visible_text_pattern() -> str:
+    """A regular expression that a text matches exactly when :func:`normalize_text` leaves something of it:
+    one character that is neither deleted in step 1 (Cc, Cf, a stray ZWJ) nor whitespace.
+
+    For the API contract (JSON Schema ``pattern``), so the same source as Python's ``re``: BMP code points are
+    written ``\\uXXXX``, the few astral ones (Cf: tags, Egyptian format controls ...) as themselves, which
+    ECMA-262 in Unicode mode reads alike. Lone surrogates, which step 1 deletes too, are left out: a JSON
+    Schema string cannot hold one.
+    """
+    vanishing = {cp for cp in _TRANSLATE if not 0xD800 <= cp <= 0xDFFF} | {ord(_ZWJ)}
+    vanishing |= {cp for cp in range(0x3000 + 1) if chr(cp).isspace()}  # the last whitespace is U+3000
+    return "[^" + code_point_ranges(vanishing) + "]"
+
+
+def code_point_ranges(code_points) -> str:
+    """The inside of a regular-expression character class holding exactly ``code_points`` (no surrogates), as
+    runs ``a-b``: BMP code points written ``\\uXXXX``, astral ones as themselves, so that Python's ``re`` and
+    ECMA-262 in Unicode mode (JSON Schema ``pattern``) read it alike."""
+    def char(cp: int) -> str:
+        return f"\\u{cp:04x}" if cp <= 0xFFFF else chr(cp)
+
+    parts, cps, i = [], sorted(code_points), 0
+    while i < len(cps):
+        j = i
+        while j + 1 < len(cps) and cps[j + 1] == cps[j] + 1:
+            j += 1
+        parts.append(char(cps[i]) if i == j else f"{char(cps[i])}-{char(cps[j])}")
+        i = j + 1
+    return "".join(parts)
 
 
 # --------------------------------------------------------------------------------------------

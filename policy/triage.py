@@ -11,6 +11,7 @@ Each answer is the :class:`TriageResponse` that ``POST /v1/triage`` returns for 
 
 from __future__ import annotations
 
+import re
 import unicodedata
 import uuid
 from collections.abc import Callable, Sequence
@@ -19,7 +20,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, GetJsonSchemaHandler, StringConstraints
+from pydantic_core import PydanticCustomError, core_schema
 
 from helpdesk_triage.policy.answer_library import AnswerIndex, AnswerLibrary
 from helpdesk_triage.policy.customer_deadline import stated_deadline
@@ -27,15 +29,11 @@ from helpdesk_triage.policy.decision_policy import DecisionPolicy, Decisions, He
 from helpdesk_triage.policy.keyword_rules import KeywordRules
 from helpdesk_triage.policy.labels import HEADS, LABELS
 from helpdesk_triage.policy.prediction import Classifier, TextPrediction
-from helpdesk_triage.policy.replies import ReplyTemplateLibrary
+from helpdesk_triage.policy.replies import MAX_SLOT_CHARS, ReplyTemplateLibrary, slot_value_pattern
 from helpdesk_triage.policy.review import ReviewRules
 from helpdesk_triage.policy.settings import Settings
 from helpdesk_triage.policy.sla import SlaPolicy, parse_timestamp
-from helpdesk_triage.policy.text_normalization import normalize_text
-
-# SLA arithmetic works in business days; far-off years only overflow datetime.
-EARLIEST_RECEIVED_AT = datetime(1970, 1, 1, tzinfo=UTC)
-LATEST_RECEIVED_AT = datetime(2200, 1, 1, tzinfo=UTC)
+from helpdesk_triage.policy.text_normalization import normalize_text, visible_text_pattern
 
 
 class InvalidInput(ValueError):
@@ -61,18 +59,91 @@ def _no_control_characters(value: str) -> str:
     return value
 
 
-CleanStr = Annotated[str, AfterValidator(_no_control_characters)]
+# What _no_control_characters refuses, for the contract (lone surrogates aside: no JSON Schema string holds one).
+NO_CONTROL_CHARACTERS_PATTERN = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$"
+
+
+class JsonSchemaExtra:
+    """Annotation metadata that adds keywords to a field's JSON Schema only: the contract states a rule
+    that a validator (or the triage step) enforces in Python."""
+
+    def __init__(self, **keywords: object) -> None:
+        self.keywords = keywords
+
+    def __get_pydantic_json_schema__(self, schema: core_schema.CoreSchema, handler: GetJsonSchemaHandler) -> dict:
+        return {**handler(schema), **self.keywords}
+
+
+def clean_str(max_length: int, min_length: int | None = None) -> object:
+    """A string without control characters, of at most ``max_length`` characters. The limits are checked on
+    the string itself, so that pydantic's message says characters (not "items")."""
+    return Annotated[str, StringConstraints(min_length=min_length, max_length=max_length),
+                     AfterValidator(_no_control_characters), JsonSchemaExtra(pattern=NO_CONTROL_CHARACTERS_PATTERN)]
+
+
+# received_at: a real date of 1970-2199 (SLA arithmetic works in business days; far-off years only overflow
+# datetime), "T" or a space, HH:MM[:SS[.fraction]], and Z or an offset: what datetime.fromisoformat reads
+# of ISO-8601, narrowed to one spelling that the contract (a JSON Schema pattern) can state exactly.
+_YEAR = "(?:19[7-9][0-9]|2[01][0-9]{2})"
+_LEAP_YEAR = "(?:19(?:7[26]|8[048]|9[26])|20(?:[02468][048]|[13579][26])|21(?:0[48]|[2468][048]|[13579][26]))"
+_MONTH_DAY = ("(?:(?:0[13578]|1[02])-(?:0[1-9]|[12][0-9]|3[01])|(?:0[469]|11)-(?:0[1-9]|[12][0-9]|30)"
+              "|02-(?:0[1-9]|1[0-9]|2[0-8]))")
+_TIME = "(?:[01][0-9]|2[0-3]):[0-5][0-9](?::[0-5][0-9](?:\\.[0-9]+)?)?"
+_OFFSET = "(?:Z|[+-](?:[01][0-9]|2[0-3])(?::?[0-5][0-9])?)"
+RECEIVED_AT_PATTERN = f"^(?:{_YEAR}-{_MONTH_DAY}|{_LEAP_YEAR}-02-29)[T ]{_TIME}{_OFFSET}$"
+_RECEIVED_AT = re.compile(RECEIVED_AT_PATTERN.removesuffix("$") + "\\Z")  # "$" would allow a final newline
+_ANY_DATE_TIME = re.compile(f"[0-9]{{4}}-[0-9]{{2}}-[0-9]{{2}}[T ]{_TIME}{_OFFSET}?\\Z")
+
+
+def _check_received_at(value: str) -> str:
+    if _RECEIVED_AT.match(value):
+        return value
+    if _ANY_DATE_TIME.match(value):
+        problem = ("has no UTC offset (add e.g. +08:00 or Z)" if not re.search(f"{_OFFSET}\\Z", value)
+                   else "is not a real date and time between 1970 and 2199")
+    else:
+        problem = "is not an ISO-8601 date and time such as 2026-03-10T10:00:00+08:00"
+    raise PydanticCustomError("invalid_timestamp", "received_at {problem}", {"problem": problem})
+
+
+ReceivedAt = Annotated[str, AfterValidator(_check_received_at), JsonSchemaExtra(pattern=RECEIVED_AT_PATTERN)]
+# The text is checked by the triage step (empty_text), after normalisation; the contract states the same rule.
+MessageText = Annotated[str, JsonSchemaExtra(minLength=1, pattern=visible_text_pattern())]
+
+REQUEST_SLOTS = ("customer_name", "order_id")  # the reply slots a request fills
+
+
+def _slot_value_schema(schema: dict) -> None:
+    schema.update(maxLength=MAX_SLOT_CHARS, pattern=slot_value_pattern())
+
+
+# A reply slot value: checked by the triage step (TriagePolicy.prepare, with the configured handbook's forbidden
+# phrases), so that every refusal says invalid_slot; the schema states the length and the characters.
+SlotValue = Annotated[str, Field(json_schema_extra=_slot_value_schema)]
+
+
+def _slot_description(slot: str, what: str) -> str:
+    return (f"{what}; fills the reply's {{{slot}}} slot as given. At most {MAX_SLOT_CHARS} characters. Refused "
+            "(422 invalid_slot, never dropped or cleaned) when it holds a control, invisible format (bidi override, "
+            "zero-width space …), private-use character, a line separator, a markup character (< > { } [ ] |) "
+            "or a phrase the reply handbook forbids (forbidden_phrases of the reply templates).")
 
 
 class TriageRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    text: str = Field(..., description="The customer's message.", examples=["快递五天了还没到，订单号[ORDERID_1234]，麻烦查一下"])
-    id: CleanStr | None = Field(None, min_length=1, max_length=128, description="Your ticket id; generated when absent.")
-    received_at: str | None = Field(None, description="ISO-8601 with offset, e.g. 2026-03-10T10:00:00+08:00; default now.")
-    channel: CleanStr | None = Field(None, max_length=64)
-    customer_name: CleanStr | None = Field(None, max_length=64)
-    order_id: CleanStr | None = Field(None, max_length=64)
+    text: MessageText = Field(
+        ..., description="The customer's message: at least one character that is not whitespace or invisible "
+        "(control, format character); longer than TRIAGE_MAX_TEXT_CHARS is cut (truncated).",
+        examples=["快递五天了还没到，订单号[ORDERID_1234]，麻烦查一下"])
+    id: clean_str(128, min_length=1) | None = Field(None, description="Your ticket id; generated when absent.")
+    received_at: ReceivedAt | None = Field(
+        None, description="ISO-8601 with a UTC offset, e.g. 2026-03-10T10:00:00+08:00: a real date in 1970-2199, "
+        "T or a space, HH:MM[:SS[.fraction]], Z or ±HH[:MM]; default now.")
+    channel: clean_str(64) | None = None
+    customer_name: SlotValue | None = Field(None, description=_slot_description(
+        "customer_name", "The customer's name or form of address, e.g. 张女士"))
+    order_id: SlotValue | None = Field(None, description=_slot_description("order_id", "The order number"))
 
 
 class HeadResult(BaseModel):
@@ -213,7 +284,19 @@ class TriagePolicy:
             raise InvalidInput("empty_text", "text is empty after normalisation (only whitespace or control characters)",
                                f"{field_prefix}text")
         cut = normalize_text(full, max_chars=self.max_text_chars)
-        return Prepared(request, full, cut.text, cut.truncated, _received_at(request, now, field_prefix))
+        received_at = _received_at(request, now, field_prefix)
+        self._check_slots(request, field_prefix)
+        return Prepared(request, full, cut.text, cut.truncated, received_at)
+
+    def _check_slots(self, request: TriageRequest, field_prefix: str) -> None:
+        for name in REQUEST_SLOTS:
+            value = getattr(request, name)
+            if value is None:
+                continue
+            try:
+                self.replies.check_slot_value(name, value)
+            except ValueError as exc:
+                raise InvalidInput("invalid_slot", str(exc), f"{field_prefix}{name}") from None
 
     def decide(self, item: Prepared, decided: Decisions, result: Classification, over_window: bool,
                prediction: TextPrediction | None = None, answer_index: AnswerIndex | None = None) -> TriageResponse:
@@ -243,8 +326,7 @@ class TriagePolicy:
             ranked_subcases=self.replies.taxonomy.ranked(category, scores), answers=answers,
             answer_floor=self.answers.min_similarity,
             slots={
-                "customer_name": request.customer_name,
-                "order_id": request.order_id,
+                **{name: getattr(request, name) for name in REQUEST_SLOTS},
                 "first_response_due": _chinese_time(sla.first_response_due),
                 "resolution_due": _chinese_time(sla.resolution_due),
             },
@@ -292,10 +374,11 @@ def over_window(model: Classifier, texts: Sequence[str]) -> list[bool]:
 
 def decide(requests: Sequence[TriageRequest], classify: Callable[[list[str]], Classification], policy: TriagePolicy,
            now: datetime | None = None, field_prefix: str = "items.{index}.") -> list[Decision]:
-    """Triage in order with one ``classify`` call. Every item is checked first, so an invalid one
-    (InvalidInput) leaves nothing classified."""
+    """Triage in order with one ``classify`` call. Every item is checked first (and no two may share an id),
+    so an invalid one (InvalidInput) leaves nothing classified."""
     now = now or datetime.now(UTC)
     prepared = [policy.prepare(request, now, field_prefix.format(index=i)) for i, request in enumerate(requests)]
+    _refuse_duplicate_ids(requests, field_prefix)
     result = classify([p.model_text for p in prepared])
     if len(result.predictions) != len(prepared):
         raise RuntimeError(f"the model returned {len(result.predictions)} predictions for {len(prepared)} texts")
@@ -315,17 +398,26 @@ def triage(messages: Sequence[str | TriageRequest], received_at: str | None = No
     return [d.response for d in decide(requests, classify_with(model), policy, now)]
 
 
+def _refuse_duplicate_ids(requests: Sequence[TriageRequest], field_prefix: str) -> None:
+    # Two answers under one id are stored as one decision (the later overwrites the earlier), and feedback
+    # on that id would correct a message other than the one the agent saw.
+    first_index: dict[str, int] = {}
+    for index, request in enumerate(requests):
+        if request.id is None:
+            continue
+        if request.id in first_index:
+            raise InvalidInput("duplicate_id", f"items {first_index[request.id]} and {index} have the same id "
+                               f"{request.id!r}; ids must be unique within a batch", f"{field_prefix.format(index=index)}id")
+        first_index[request.id] = index
+
+
 def _received_at(request: TriageRequest, now: datetime, field_prefix: str) -> datetime:
     if request.received_at is None:
         return now
-    field = f"{field_prefix}received_at"
     try:
-        received_at = parse_timestamp(request.received_at)
-    except ValueError as exc:
-        raise InvalidInput("invalid_timestamp", str(exc), field) from exc
-    if not EARLIEST_RECEIVED_AT <= received_at < LATEST_RECEIVED_AT:
-        raise InvalidInput("invalid_timestamp", "received_at must lie between 1970 and 2200", field)
-    return received_at
+        return parse_timestamp(request.received_at)
+    except ValueError as exc:  # only for a request built without validation (model_construct)
+        raise InvalidInput("invalid_timestamp", str(exc), f"{field_prefix}received_at") from exc
 
 
 def _rounded(value: float | None) -> float | None:

@@ -57,10 +57,11 @@ def listening_socket() -> socket.socket:
 
 
 @contextlib.contextmanager
-def serve_in_thread(app, timeout_graceful_shutdown: float | None = None) -> Iterator[str]:
-    """Serve ``app`` over a real socket from a thread; yields the base URL. Lifespan runs as in production."""
+def serve_in_thread(app, timeout_graceful_shutdown: float | None = None, http: str = "auto") -> Iterator[str]:
+    """Serve ``app`` over a real socket from a thread; yields the base URL. Lifespan runs as in production.
+    ``http``: uvicorn's HTTP parser ("auto": httptools when installed, as ``triage serve``; or "h11")."""
     sock = listening_socket()
-    config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="on",
+    config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="on", http=http,
                             timeout_graceful_shutdown=timeout_graceful_shutdown)
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)

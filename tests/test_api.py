@@ -3,6 +3,8 @@
 import io
 import json
 import logging
+import os
+import sqlite3
 import threading
 import time
 
@@ -224,7 +226,7 @@ def test_id_generated_when_absent(http):
         ({"text": "有货吗", "received_at": "9999-12-31T23:59:59+00:00"}, "invalid_timestamp", "received_at"),
         ({"text": "有货吗", "received_at": 1700000000}, "invalid_request", "received_at"),
         ({"text": "有货吗", "recieved_at": "2026-03-10T10:00:00Z"}, "invalid_request", "recieved_at"),
-        ({"text": "有货吗", "order_id": "x" * 65}, "invalid_request", "order_id"),
+        ({"text": "有货吗", "order_id": "x" * 65}, "invalid_slot", "order_id"),
         ({"text": "有货吗", "id": ""}, "invalid_request", "id"),
         ({"text": "有货吗", "id": "a\x00b"}, "invalid_request", "id"),
         ({"text": "有货吗", "id": "a\nb"}, "invalid_request", "id"),
@@ -375,6 +377,24 @@ def test_feedback_is_stored_and_acknowledged(http, store):
     assert example["agent"] == "王五" and example["note"] == "客户很生气"
     second = http.post("/v1/feedback", json={"id": "fb-1", "sentiment": "negative"}).json()
     assert second["feedback_id"] > body["feedback_id"]
+
+
+@pytest.mark.parametrize("store_raw_text", [False, True])
+def test_feedback_agent_and_note_are_stored_masked_unless_raw_text_is_stored(tmp_path, store_raw_text):
+    database = tmp_path / "feedback.db"
+    note, agent = "客户说手机13812345678，邮箱 li.lei@example.com", "wang.wu@example.com"
+    app = create_app(settings(database_url=f"sqlite:///{database}", store_raw_text=store_raw_text),
+                     classifier=KeywordClassifier())
+    with serve_in_thread(app) as url, httpx.Client(base_url=url, timeout=30) as client:
+        client.post("/v1/triage", json={"text": "快递到哪了", "id": "fb-pii"})
+        r = client.post("/v1/feedback", json={"id": "fb-pii", "category": "B", "agent": agent, "note": note})
+        assert r.status_code == 201, r.text
+    with sqlite3.connect(database) as db:
+        stored = db.execute("SELECT agent, note FROM feedback").fetchall()
+    if store_raw_text:
+        assert stored == [(agent, note)]
+    else:
+        assert stored == [("[邮箱]", "客户说手机[手机号]，邮箱 [邮箱]")]
 
 
 def test_feedback_errors(http):
@@ -646,7 +666,7 @@ def test_overload_is_503_with_retry_after_not_a_queue():
         for t in threads:
             t.start()
         assert classifier.started.wait(10)
-        while app.state.admission.in_flight < 2:  # the second one waits for the model
+        while app.state.admission.requests_in_flight < 2:  # the second one waits for the model
             time.sleep(0.01)
         r = client.post("/v1/triage", json={"text": "有货吗"})
         assert_error(r, 503, "overloaded")
@@ -660,10 +680,56 @@ def test_overload_is_503_with_retry_after_not_a_queue():
         assert all(r.json()["degraded"] is False for r in results)
         # The slot is released after the response is sent: wait for it instead of racing it.
         deadline = time.monotonic() + 5
-        while app.state.admission.in_flight and time.monotonic() < deadline:
+        while app.state.admission.requests_in_flight and time.monotonic() < deadline:
             time.sleep(0.01)
-        assert app.state.admission.in_flight == 0
+        assert app.state.admission.requests_in_flight == 0
         assert metric(client.get("/metrics").text, "triage_rejected_total", reason="overloaded") == 2
+
+
+def test_a_batch_weighs_its_texts_and_what_does_not_fit_is_refused_before_any_work():
+    classifier = BlockingClassifier()
+    app = create_app(settings(max_queued_texts=64, retry_after_s=1), classifier=classifier)
+    batch = {"items": [{"text": f"第{i}个问题：有货吗"} for i in range(64)]}
+    with serve_in_thread(app) as url, httpx.Client(base_url=url, timeout=30) as client:
+        first = []
+        thread = threading.Thread(target=lambda: first.append(client.post("/v1/triage/batch", json=batch)))
+        thread.start()
+        assert classifier.started.wait(10)
+        assert app.state.admission.texts_in_flight == 64
+        # The model's queue is full: a second batch and even a single message are refused at once,
+        # without being parsed, and the worker that refused says who it is.
+        refused = client.post("/v1/triage/batch", json=batch)
+        assert_error(refused, 503, "overloaded")
+        assert f"worker {os.getpid()}" in refused.json()["error"]["message"]
+        assert int(refused.headers["retry-after"]) >= 1
+        assert_error(client.post("/v1/triage", json={"text": "有货吗"}), 503, "overloaded")
+        assert classifier.calls == 1
+        classifier.release.set()
+        thread.join(30)
+        assert first[0].status_code == 200 and not any(item["degraded"] for item in first[0].json()["items"])
+        assert app.state.admission.texts_in_flight == 0
+        assert client.post("/v1/triage", json={"text": "有货吗"}).status_code == 200
+
+
+def test_texts_still_queued_when_the_budget_runs_out_are_refused_not_answered_by_rules():
+    classifier = BlockingClassifier()
+    app = create_app(settings(request_timeout_ms=300), classifier=classifier)
+    with serve_in_thread(app) as url, httpx.Client(base_url=url, timeout=30) as client:
+        results = {}
+        running = threading.Thread(target=lambda: results.setdefault("running", client.post("/v1/triage", json={"text": "有货吗"})))
+        running.start()
+        assert classifier.started.wait(10)
+        queued = client.post("/v1/triage", json={"text": "收到的杯子碎了"})  # waits behind the blocked model call
+        assert_error(queued, 503, "overloaded")
+        assert "did not reach these texts within 300 ms" in queued.json()["error"]["message"]
+        classifier.release.set()
+        running.join(30)
+        # the call the model was running when its budget ran out is the hung-model case: keyword rules, degraded
+        assert results["running"].json()["degraded"] is True
+        assert classifier.calls == 1  # the refused texts never reached the model
+        text = client.get("/metrics").text
+        assert metric(text, "triage_rejected_total", reason="queue_timeout") == 1
+        assert metric(text, "triage_degraded_total", reason="timeout") == 1
 
 
 def test_model_timeout_answers_from_keyword_rules_degraded():
@@ -676,7 +742,7 @@ def test_model_timeout_answers_from_keyword_rules_degraded():
         body = r.json()
         assert body["degraded"] is True and body["model_version"] == "keyword-rules-1"
         assert body["category"]["label"] == "C" and body["needs_human_review"] is True
-        assert body["review_reasons"][0] == "degraded: the model did not answer within 200 ms; answered by keyword rules"
+        assert body["review_reasons"][0] == "degraded: the model did not answer within 400 ms; answered by keyword rules"
         assert metric(client.get("/metrics").text, "triage_degraded_total", reason="timeout") == 1
 
 

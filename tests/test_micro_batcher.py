@@ -12,6 +12,7 @@ from helpdesk_triage.api.decision_store import open_store
 from helpdesk_triage.api.micro_batcher import BatcherClosed, MicroBatcher
 from helpdesk_triage.api.schemas import TriageRequest
 from helpdesk_triage.policy.settings import Settings
+from helpdesk_triage.api.admission import Overloaded
 from helpdesk_triage.api.triage_service import TriageService
 from helpdesk_triage.policy.keyword_rules import KeywordClassifier
 from helpdesk_triage.policy.labels import HEADS
@@ -234,16 +235,46 @@ def test_a_failed_batch_degrades_each_of_its_callers_not_the_others():
     assert results[1].review_reasons[0] == "degraded: the model failed (RuntimeError); answered by keyword rules"
 
 
-def test_callers_past_their_time_budget_are_degraded_each():
-    model = SlowRules(0.6)
+def test_a_model_call_already_running_at_the_budget_gets_as_long_again():
+    model = SlowRules(0.3)  # slower than the 200 ms budget, within twice it
     svc = service(model, request_timeout_ms=200)
-    started = time.monotonic()
     try:
-        results = triage_concurrently(svc, ["我的快递到哪了", "收到的杯子碎了", "有货吗"])
+        response = svc.triage(TriageRequest(text="收到的杯子碎了", id="slow-1"))
     finally:
         svc.close()
-    assert time.monotonic() - started < 0.55  # nobody waited for the slow model
-    assert all(r.degraded for r in results)
-    assert all(r.review_reasons[0] == "degraded: the model did not answer within 200 ms; answered by keyword rules"
-               for r in results)
-    assert svc.metrics.degraded.labels(reason="timeout")._value.get() == 3
+    assert response.degraded is False and response.model_version == model.version
+    assert svc.metrics.degraded.labels(reason="timeout")._value.get() == 0
+
+
+def test_callers_past_their_time_budget_are_degraded_or_refused_each():
+    """Past the budget, texts the model was running are answered by the keyword rules (a hung model);
+    texts still waiting in the queue are refused (Overloaded: 503, retry on the model). Nobody waits longer."""
+    model = SlowRules(1.0)
+    svc = service(model, request_timeout_ms=200)
+    results: list = [None] * 3
+
+    def one(i: int) -> None:
+        try:
+            results[i] = svc.triage(TriageRequest(text=["我的快递到哪了", "收到的杯子碎了", "有货吗"][i], id=f"r-{i}"))
+        except Overloaded as refused:
+            results[i] = refused
+
+    started = time.monotonic()
+    try:
+        threads = [threading.Thread(target=one, args=(i,)) for i in range(3)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+    finally:
+        svc.close()
+    assert time.monotonic() - started < 0.9  # nobody waited for the slow model (budget, and as long again if running)
+    answered = [r for r in results if not isinstance(r, Overloaded)]
+    refused = [r for r in results if isinstance(r, Overloaded)]
+    assert answered and len(answered) + len(refused) == 3
+    assert all(r.degraded for r in answered)
+    assert all(r.review_reasons[0] == "degraded: the model did not answer within 400 ms; answered by keyword rules"
+               for r in answered)
+    assert all("did not reach these texts within 200 ms" in r.message for r in refused)
+    assert svc.metrics.degraded.labels(reason="timeout")._value.get() == len(answered)
+    assert svc.metrics.rejected.labels(reason="queue_timeout")._value.get() == len(refused)

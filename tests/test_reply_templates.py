@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 
 from helpdesk_triage.policy.labels import LABELS
-from helpdesk_triage.policy.replies import DEFAULT_TEMPLATES_PATH, SLOTS, ReplyTemplateLibrary
+from helpdesk_triage.policy.replies import DEFAULT_TEMPLATES_PATH, MAX_SLOT_CHARS, SLOTS, ReplyTemplateLibrary
 from helpdesk_triage.policy.subcases import SubcaseChoice, SubcaseTaxonomy
 
 HANDBOOK_FORBIDDEN = (
@@ -244,6 +244,36 @@ def test_render_rejects_bad_markup(lib, template):
 
 def test_slot_values_are_not_reinterpreted(lib):
     assert lib.render("[[{customer_name}，]]您好", {"customer_name": "[[{order_id}]]"}) == "[[{order_id}]]，您好"
+
+
+@pytest.mark.parametrize("value", ["张女士", " 王先生 ", "JD20240518001", "ORD-2024_01/3#2", "O'Brien & Co.", "Ｚｈａｎｇ",
+                                   "李" * MAX_SLOT_CHARS, "小周😀"])
+def test_ordinary_slot_values_pass_the_check(lib, value):
+    lib.check_slot_value("customer_name", value)  # raises for a refused value
+
+
+@pytest.mark.parametrize("value, reason", [
+    ("这不归我们管", "handbook forbids"), ("王女士，这 不归我们管！", "handbook forbids"), ("我也没办法", "forbids"),
+    ("<script>alert(1)</script>", "markup '<'"), ("a>b", "markup '>'"), ("{order_id}", "markup '{'"),
+    ("[[张]]", "markup"), ("张||李", "markup"), ("}", "markup"),
+    ("王\u202e士女", "format character \\(U\\+202E\\)"), ("王\u200b女士", "format character \\(U\\+200B\\)"),
+    ("\ufeff张", "format character"), ("\U000e0041张", "format character"), ("张\ue000", "private-use"),
+    ("张\U000f0000", "private-use"), ("张\x00", "control"), ("张\n李", "control"),
+    ("张\x1b[31m", "control"), ("张\ud800", "surrogate"), ("张\u2028李", "line separator"),
+    ("李" * (MAX_SLOT_CHARS + 1), f"at most {MAX_SLOT_CHARS}"),
+])
+def test_slot_values_that_may_not_go_into_a_reply_are_refused(lib, value, reason):
+    with pytest.raises(ValueError, match=f"^customer_name .*{reason}"):
+        lib.check_slot_value("customer_name", value)
+
+
+def test_the_slot_check_uses_the_loaded_tables_forbidden_phrases(tmp_path, lib):
+    custom = _load(tmp_path)  # forbids 不可能 and 大家都这样 only
+    with pytest.raises(ValueError, match="'大家都这样', a phrase the reply handbook forbids"):
+        custom.check_slot_value("customer_name", "大家都这样")
+    custom.check_slot_value("customer_name", "这不归我们管")
+    with pytest.raises(ValueError, match="forbids"):
+        lib.check_slot_value("customer_name", "这不归我们管")
 
 
 def test_unknown_slot_name_raises(lib):
