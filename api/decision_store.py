@@ -81,6 +81,28 @@ class DecisionRecord:
     received_at: str
     decided_at: str
     replica: str | None = None  # which replica decided it (schema version 2)
+    # What the service answered beyond the labels (schema version 3): decided labels and confidences, queue,
+    # needs_human_review, review reasons, SLA deadlines, the reply (masked). The review page reads it.
+    answer: dict[str, Any] | None = None
+
+    @property
+    def needs_review(self) -> bool | None:
+        """Whether a person should look at it: the answer's needs_human_review, critical, or degraded."""
+        if self.answer is None:
+            return None
+        return bool(self.answer.get("needs_human_review") or self.degraded
+                    or self.answer.get("labels", {}).get("severity") == "critical")
+
+    @property
+    def due_at(self) -> str | None:
+        """The first-response deadline in UTC (ISO text that sorts in time order), when the answer has one."""
+        due = (self.answer or {}).get("sla", {}).get("first_response_due")
+        if not due:
+            return None
+        return datetime.fromisoformat(due).astimezone(timezone.utc).isoformat(timespec="seconds")
+
+
+FEEDBACK_KINDS = ("correction", "review")
 
 
 @dataclass(frozen=True)
@@ -93,6 +115,9 @@ class FeedbackRecord:
     note: str | None
     created_at: str
     replica: str | None = None  # which replica recorded it (schema version 2)
+    # "correction": /v1/feedback, the heads an agent changed; "review": the review page, every head as the
+    # agent settled it (a confirmation when they equal the service's labels). Schema version 3.
+    kind: str = "correction"
 
 
 class UnknownDecision(KeyError):
@@ -112,6 +137,10 @@ class DecisionStore(Protocol):
 
     def corrected_examples(self) -> Iterator[dict]: ...
 
+    def open_reviews(self, limit: int) -> list[DecisionRecord]: ...
+
+    def window(self, start: str, end: str) -> list[dict]: ...
+
     def counts(self) -> dict[str, int]: ...
 
     def ping(self) -> bool: ...
@@ -125,7 +154,7 @@ class DecisionStore(Protocol):
 
 _DECISION_COLUMNS = (
     "id", "masked_text", "raw_text", "labels", "scores", "model_version", "degraded", "received_at", "decided_at",
-    "replica",
+    "replica", "answer", "needs_review", "due_at",
 )
 _UPSERT_DECISION = (
     f"INSERT INTO decisions ({', '.join(_DECISION_COLUMNS)}, created_at)"
@@ -133,11 +162,24 @@ _UPSERT_DECISION = (
     " ON CONFLICT (id) DO UPDATE SET "
     + ", ".join(f"{c} = excluded.{c}" for c in _DECISION_COLUMNS[1:])
 )
-_SELECT_DECISION = f"SELECT {', '.join(_DECISION_COLUMNS)} FROM decisions WHERE id = ?"
+_SELECT_DECISION = f"SELECT {', '.join(_DECISION_COLUMNS[:11])} FROM decisions WHERE id = ?"
+# Open reviews: a person should look at it and nobody has (no feedback of any kind), soonest due first.
+_OPEN_REVIEWS = (
+    f"SELECT {', '.join(_DECISION_COLUMNS[:11])} FROM decisions d"
+    " WHERE d.needs_review AND NOT EXISTS (SELECT 1 FROM feedback f WHERE f.decision_id = d.id)"
+    " ORDER BY d.due_at, d.id LIMIT ?"
+)
+# Decisions of a window with their feedback (if any), in feedback order: what the monitor counts.
+_WINDOW_WITH_FEEDBACK = (
+    "SELECT d.id, d.labels, d.scores, d.degraded, d.decided_at, d.answer, d.needs_review,"
+    f" {', '.join('f.' + h for h in HEADS)}, f.kind"
+    " FROM decisions d LEFT JOIN feedback f ON f.decision_id = d.id"
+    " WHERE d.decided_at >= ? AND d.decided_at < ? ORDER BY d.decided_at, d.id, f.id"
+)
 _DECISION_EXISTS = "SELECT 1 FROM decisions WHERE id = ?"
 _INSERT_FEEDBACK = (
-    f"INSERT INTO feedback (decision_id, {', '.join(HEADS)}, agent, note, created_at, replica)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id"
+    f"INSERT INTO feedback (decision_id, {', '.join(HEADS)}, agent, note, created_at, replica, kind)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id"
 )
 _FEEDBACK_WITH_DECISIONS = (
     "SELECT d.id, d.masked_text, d.raw_text, d.labels, d.model_version, d.received_at,"
@@ -195,6 +237,15 @@ MIGRATIONS: tuple[Migration, ...] = (
         "ALTER TABLE decisions ADD COLUMN replica TEXT",
         "ALTER TABLE feedback ADD COLUMN replica TEXT",
     )),
+    # Nullable columns and indexes only: code of versions 1 and 2 still reads and writes.
+    Migration(3, 1, "the answer beyond the labels, for the review queue; the kind of feedback", (
+        "ALTER TABLE decisions ADD COLUMN answer TEXT",
+        "ALTER TABLE decisions ADD COLUMN needs_review {bool}",
+        "ALTER TABLE decisions ADD COLUMN due_at TEXT",
+        "ALTER TABLE feedback ADD COLUMN kind TEXT",
+        "CREATE INDEX IF NOT EXISTS decisions_open_review ON decisions (needs_review, due_at)",
+        "CREATE INDEX IF NOT EXISTS decisions_decided_at ON decisions (decided_at)",
+    )),
 )
 SCHEMA_VERSION = MIGRATIONS[-1].version
 
@@ -230,12 +281,15 @@ def _decision_params(record: DecisionRecord, created_at: str) -> tuple:
         record.received_at,
         record.decided_at,
         record.replica,
+        None if record.answer is None else json.dumps(record.answer, ensure_ascii=False),
+        record.needs_review,
+        record.due_at,
         created_at,
     )
 
 
 def _decision_from_row(row: Sequence[Any]) -> DecisionRecord:
-    id_, masked_text, raw_text, labels, scores, model_version, degraded, received_at, decided_at, replica = row
+    id_, masked_text, raw_text, labels, scores, model_version, degraded, received_at, decided_at, replica, answer = row
     return DecisionRecord(
         id=id_,
         masked_text=masked_text,
@@ -247,6 +301,7 @@ def _decision_from_row(row: Sequence[Any]) -> DecisionRecord:
         received_at=received_at,
         decided_at=decided_at,
         replica=replica,
+        answer=None if answer is None else json.loads(answer),
     )
 
 
@@ -315,8 +370,10 @@ class _SqlStore(ABC):
         unknown = set(record.corrections) - set(HEADS)
         if unknown:
             raise ValueError(f"unknown heads {sorted(unknown)} in the corrections of {record.id!r}; heads are {list(HEADS)}")
+        if record.kind not in FEEDBACK_KINDS:
+            raise ValueError(f"unknown feedback kind {record.kind!r}; kinds are {list(FEEDBACK_KINDS)}")
         params = (record.id, *(record.corrections.get(h) for h in HEADS), record.agent, record.note, record.created_at,
-                  record.replica)
+                  record.replica, record.kind)
 
         def work(cur) -> int:
             cur.execute(self._sql(_DECISION_EXISTS), (record.id,))
@@ -350,6 +407,41 @@ class _SqlStore(ABC):
             return cur.fetchall()
 
         return iter(_merge_feedback(self._run(work, write=False)))
+
+    def open_reviews(self, limit: int) -> list[DecisionRecord]:
+        """Decisions a person should look at that nobody has given feedback on, soonest first-response
+        deadline first, at most ``limit``. Decisions stored before schema version 3 have no answer and
+        are not listed."""
+        def work(cur):
+            cur.execute(self._sql(_OPEN_REVIEWS), (limit,))
+            return cur.fetchall()
+
+        return [_decision_from_row(row) for row in self._run(work, write=False)]
+
+    def window(self, start: str, end: str) -> list[dict]:
+        """Decisions with ``start <= decided_at < end`` (UTC ISO text), in time order, each a dict: ``id``,
+        ``decided_at``, ``labels`` (the labels answered: decided ones when the answer is stored),
+        ``confidence`` (head -> probability of that label), ``degraded``, ``needs_review`` and ``verdicts``
+        (head -> the latest label an agent gave for it; a review gives every head, a correction those it names)."""
+        def work(cur):
+            cur.execute(self._sql(_WINDOW_WITH_FEEDBACK), (start, end))
+            return cur.fetchall()
+
+        decisions: dict[str, dict] = {}
+        for row in self._run(work, write=False):
+            id_, labels, scores, degraded, decided_at, answer, needs_review = row[:7]
+            verdict = dict(zip(HEADS, row[7 : 7 + len(HEADS)]))
+            item = decisions.get(id_)
+            if item is None:
+                answered = (json.loads(answer).get("labels") if answer else None) or json.loads(labels)
+                scores = json.loads(scores)
+                item = decisions[id_] = {
+                    "id": id_, "decided_at": decided_at, "labels": answered,
+                    "confidence": {h: float(scores.get(h, {}).get(answered.get(h), 0.0)) for h in HEADS},
+                    "degraded": bool(degraded), "needs_review": bool(needs_review), "verdicts": {},
+                }
+            item["verdicts"].update({h: code for h, code in verdict.items() if code is not None})
+        return list(decisions.values())
 
     def counts(self) -> dict[str, int]:
         """``{"decisions": n, "feedback": m}``."""

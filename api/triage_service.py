@@ -222,6 +222,7 @@ class TriageService:
                 received_at=d.item.received_at.isoformat(),
                 decided_at=decided_at,
                 replica=self.settings.replica_name,
+                answer=stored_answer(d.response),
             )
             for d in decisions
         ]
@@ -238,6 +239,19 @@ class TriageService:
                                 replica=self.settings.replica_name)
         feedback_id = self._write(lambda: self.store.record_feedback(record), "record_feedback")
         return FeedbackResponse(feedback_id=feedback_id, id=request.id, applied=corrections)
+
+    def record_review(self, id: str, labels: dict[str, str], agent: str | None) -> int:
+        """Store an agent's review from the review page: every head as they settled it (equal to the service's
+        labels: a confirmation). Raises InvalidInput for a missing head or unknown label, UnknownDecision,
+        StorageUnavailable. Returns the feedback row id."""
+        missing = [head for head in HEADS if head not in labels]
+        if missing:
+            raise InvalidInput("incomplete_review", f"a review gives every head; missing {', '.join(missing)}")
+        record = FeedbackRecord(id=id, corrections={head: labels[head] for head in HEADS},
+                                agent=self._stored_free_text(agent), note=None,
+                                created_at=datetime.now(UTC).isoformat(), replica=self.settings.replica_name,
+                                kind="review")
+        return self._write(lambda: self.store.record_feedback(record), "record_review")
 
     def _stored_free_text(self, value: str | None) -> str | None:
         """A feedback field as stored: PII-masked like the message text, unless raw text is to be stored."""
@@ -298,3 +312,18 @@ def _predict_batch(model: Classifier, texts: list[str]) -> list[tuple[TextPredic
     if len(predictions) != len(texts):
         raise RuntimeError(f"the model returned {len(predictions)} predictions for {len(texts)} texts")
     return list(zip(predictions, over_window(model, texts)))
+
+
+def stored_answer(response: TriageResponse) -> dict:
+    """What the review page shows of an answer beyond the text and scores; the reply PII-masked like the text."""
+    return {
+        "labels": {head: getattr(response, head).label for head in HEADS},
+        "confidence": {head: getattr(response, head).confidence for head in HEADS},
+        "queue": response.queue,
+        "needs_human_review": response.needs_human_review,
+        "review_reasons": list(response.review_reasons),
+        "sla": {"first_response_due": response.sla.first_response_due, "resolution_due": response.sla.resolution_due,
+                "escalate_immediately": response.sla.escalate_immediately},
+        "reply": {"text": mask_pii(response.reply.text), "source": response.reply.source,
+                  "subcase": response.reply.subcase.code},
+    }
