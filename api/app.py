@@ -18,6 +18,7 @@ from typing import Annotated
 
 import anyio.to_thread
 from fastapi import Depends, FastAPI, Request, Response, Security
+from fastapi.responses import RedirectResponse
 from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPBearer
 
@@ -43,6 +44,8 @@ from helpdesk_triage.api.schemas import (
 )
 from helpdesk_triage.policy.settings import Settings
 from helpdesk_triage.api.triage_service import TriageService, admission_for
+from helpdesk_triage.api import ui_login, ui_review
+from helpdesk_triage.api.ui_pages import LoginRequired, login_redirect
 from helpdesk_triage.policy.labels import HEADS
 from helpdesk_triage.policy.prediction import Classifier
 
@@ -160,6 +163,14 @@ def create_app(settings: Settings | None = None, classifier: Classifier | None =
     @app.get("/metrics", response_class=Response, summary="Prometheus metrics")
     async def prometheus_metrics() -> Response:
         return Response(metrics.render(), media_type=metrics.content_type)
+
+    # The agents' pages (review queue, monitor): a session cookie instead of the bearer key (api.ui_pages).
+    app.include_router(ui_login.router)
+    app.include_router(ui_review.router)
+
+    @app.exception_handler(LoginRequired)
+    async def to_login(request: Request, exc: LoginRequired) -> RedirectResponse:
+        return RedirectResponse(login_redirect(exc.next_path), status_code=303)
 
     # add_middleware wraps: the last added is the outermost.
     app.add_middleware(AdmissionMiddleware, admission=admission, paths=(TRIAGE_ROUTE, BATCH_ROUTE),

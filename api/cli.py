@@ -39,7 +39,16 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=None, help=f"port (default {_default('port')}, env TRIAGE_PORT)")
     serve.add_argument("--model", type=Path, default=None, help="trained model folder (default: the embedded model)")
     serve.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
+    serve.add_argument("--demo", action="store_true",
+                       help=f"fill a fresh store with demo decisions first (store: TRIAGE_DATABASE_URL, else {DEMO_DATABASE_URL})")
     serve.set_defaults(handler=run_serve)
+
+    demo = sub.add_parser("demo", help="fill a fresh store with a few hundred triaged demo messages and reviews")
+    demo.add_argument("--database-url", default=None, help=f"store to fill (default: TRIAGE_DATABASE_URL, else {DEMO_DATABASE_URL})")
+    demo.add_argument("--messages", type=int, default=300, help="how many demo messages (default 300)")
+    demo.add_argument("--seed", type=int, default=7, help="random seed (default 7)")
+    demo.add_argument("--model", type=Path, default=None, help="trained model folder (default: the embedded model)")
+    demo.set_defaults(handler=run_demo)
 
     export = sub.add_parser("export-feedback", help="write agent-corrected decisions as training JSONL")
     export.add_argument("--out", type=Path, required=True, help="JSONL file to write (replaced atomically)")
@@ -182,10 +191,66 @@ def run_serve(args: argparse.Namespace) -> int:
         TriagePolicy.load(settings)
     except (OSError, ValueError) as exc:
         raise CliError(" ".join(str(exc).split())[:500]) from exc
+    if args.demo:
+        if "TRIAGE_DATABASE_URL" not in os.environ:
+            os.environ["TRIAGE_DATABASE_URL"] = DEMO_DATABASE_URL  # the workers read it too
+        settings = load_settings()
+        fill_demo(settings, messages=300, seed=7, if_empty=True)
     migrate_store(settings.database_url)
     with worker_metrics_dir(args.workers):
         run_server("helpdesk_triage.api.main:app", settings, host=args.host, port=args.port, workers=args.workers)
     return 0
+
+
+DEMO_DATABASE_URL = "sqlite:///triage-data/demo.db"
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    import os
+
+    if args.messages < 1 or args.messages > 5000:
+        raise CliError("--messages must be between 1 and 5000")
+    if args.model is not None:
+        if not args.model.is_dir():
+            raise CliError(f"--model {args.model}: no such folder")
+        os.environ["TRIAGE_MODEL_DIR"] = str(args.model.resolve())
+    if args.database_url:
+        os.environ["TRIAGE_DATABASE_URL"] = args.database_url
+    else:
+        os.environ.setdefault("TRIAGE_DATABASE_URL", DEMO_DATABASE_URL)
+    fill_demo(load_settings(), messages=args.messages, seed=args.seed, if_empty=False)
+    return 0
+
+
+def fill_demo(settings, messages: int, seed: int, if_empty: bool) -> None:
+    """Triage the demo messages into ``settings.database_url``. A store that already holds decisions is left
+    alone: with ``if_empty`` (serve --demo) that is a note, else an error."""
+    from helpdesk_triage.api.decision_store import open_store
+    from helpdesk_triage.api.demo_data import fill_demo_store
+    from helpdesk_triage.api.triage_service import TriageService
+
+    try:
+        store = open_store(settings.database_url)
+    except Exception as exc:
+        raise CliError(f"cannot open the store {redact_url(settings.database_url)}: {' '.join(str(exc).split())[:300]}") from exc
+    try:
+        if store.counts()["decisions"]:
+            message = f"{redact_url(settings.database_url)} already holds decisions: demo data goes into a fresh store only"
+            if not if_empty:
+                raise CliError(message + " (give another --database-url)")
+            print(f"triage: {message}; serving it as it is", file=sys.stderr)
+            return
+        service = TriageService(settings, store)
+        try:
+            service.load_model()
+            summary = fill_demo_store(service, messages=messages, seed=seed)
+        finally:
+            service.close()
+    finally:
+        store.close()
+    print(f"triage: demo store {redact_url(settings.database_url)}: {summary.decisions} decisions, {summary.reviews} "
+          f"reviewed by simulated agents ({summary.corrections} corrected), {summary.open_reviews} open in the review queue",
+          file=sys.stderr)
 
 
 def migrate_store(url: str) -> None:

@@ -192,10 +192,10 @@ class TriageService:
         Every item is validated first, so an invalid one (InvalidInput, field ``items.3.text``) leaves
         nothing classified or stored.
         """
-        now = now or datetime.now(UTC)
+        explicit_now, now = now is not None, now or datetime.now(UTC)
         with self._python_turns:  # released while the model works, taken back for the decisions
             decisions = decide(requests, self._classify_off_turn, self.policy, now, field_prefix)
-            records = self._records(decisions)
+            records = self._records(decisions, decided_at=now if explicit_now else datetime.now(UTC))
         self._write(lambda: self.store.record_decisions(records), "record_decisions")
         responses = [d.response for d in decisions]
         self.metrics.observe_decisions(responses)
@@ -208,8 +208,8 @@ class TriageService:
         finally:
             self._python_turns.acquire()
 
-    def _records(self, decisions: list[Decision]) -> list[DecisionRecord]:
-        decided_at = datetime.now(UTC).isoformat()
+    def _records(self, decisions: list[Decision], decided_at: datetime) -> list[DecisionRecord]:
+        """``decided_at``: the time given to triage_many (a replay, the demo), else when the model answered."""
         return [
             DecisionRecord(
                 id=d.response.id,
@@ -220,7 +220,7 @@ class TriageService:
                 model_version=d.response.model_version,
                 degraded=d.response.degraded,
                 received_at=d.item.received_at.isoformat(),
-                decided_at=decided_at,
+                decided_at=decided_at.isoformat(),
                 replica=self.settings.replica_name,
                 answer=stored_answer(d.response),
             )

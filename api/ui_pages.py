@@ -130,12 +130,20 @@ class LoginRequired(Exception):
         self.next_path = next_path
 
 
+def csrf_token(request: Request) -> str:
+    """The browser's CSRF token, or a new one that ``render`` sets as a cookie."""
+    token = request.cookies.get(CSRF_COOKIE)
+    if token:
+        return token
+    request.state.csrf_to_set = secrets.token_urlsafe(24)
+    return request.state.csrf_to_set
+
+
 def page_user(request: Request) -> PageUser:
     """The user of a page (GET). Raises LoginRequired when keys are on and there is no valid session."""
     settings: Settings = request.app.state.settings
     keys = api_keys(settings)
-    csrf = request.cookies.get(CSRF_COOKIE) or secrets.token_urlsafe(24)
-    request.state.csrf_to_set = csrf if CSRF_COOKIE not in request.cookies else None
+    csrf = csrf_token(request)
     if not keys:
         return PageUser(agent=None, csrf_token=csrf, keys_on=False)
     agent = read_session(request.cookies.get(SESSION_COOKIE), keys)

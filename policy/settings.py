@@ -106,6 +106,12 @@ class Settings(BaseSettings):
     review_threshold: float = Field(0.6, ge=0.0, le=1.0, description="Top probability under this needs human review.")
     review_margin: float = Field(0.1, ge=0.0, le=1.0, description="Top two probabilities closer than this need review.")
 
+    ui_review_page_size: int = Field(50, ge=1, le=500, description="Review items shown on one page, soonest due first.")
+    ui_review_scan_limit: int = Field(
+        5000, ge=1, le=100_000,
+        description="Open review items read per page view (the soonest due); filter counts cover these.")
+    ui_session_hours: float = Field(12.0, gt=0, le=24 * 30, description="How long a page session lasts (API keys on).")
+
     log_level: LogLevel = "INFO"
     graceful_shutdown_s: float = Field(30.0, ge=0.0, le=3600.0, description="On SIGTERM, wait this long for in-flight requests.")
 
