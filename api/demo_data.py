@@ -76,8 +76,8 @@ def fill_demo_store(service: TriageService, messages: int = 300, seed: int = 7,
                                 channel="demo")
         [response] = service.triage_many([request], now=at + timedelta(seconds=rng.randint(1, 5)))
         recent = at >= now - timedelta(days=OPEN_DAYS)
-        # Agents review what the service sent them, and spot-check a few of the rest.
-        reviewed = not recent and (response.needs_human_review or rng.random() < 0.15) and rng.random() < 0.85
+        # Agents review everything the service sent them once it is two days old, and spot-check some of the rest.
+        reviewed = not recent and (response.needs_human_review or rng.random() < 0.15)
         if not reviewed:
             continue
         written = {head: row[head] for head in HEADS}

@@ -69,12 +69,23 @@ def reason_name(code: str) -> str:
     return UI_TERMS["review_reasons"].get(code, code)
 
 
+HEAD_NAMES = {"category": "类别", "severity": "紧急程度", "sentiment": "情绪"}
+
+
+def reason_label(text: str) -> str:
+    """A review reason in words: its name, and the head it is about when it names one (置信度低·类别)."""
+    name = reason_name(reason_code(text))
+    words = text.replace(":", " ").split()
+    head = next((word for word in words[1:3] if word in HEAD_NAMES), None)
+    return f"{name}·{HEAD_NAMES[head]}" if head else name
+
+
 def label_name(head: str, code: str) -> str:
     return LABELS.get(head, code).name_zh
 
 
-templates.env.globals.update(HEADS=HEADS, LABELS=LABELS, queue_name=queue_name, reason_name=reason_name,
-                             label_name=label_name)
+templates.env.globals.update(HEADS=HEADS, HEAD_NAMES=HEAD_NAMES, LABELS=LABELS, queue_name=queue_name,
+                             reason_name=reason_name, reason_label=reason_label, label_name=label_name)
 
 
 # -- sessions ---------------------------------------------------------------------------------

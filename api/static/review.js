@@ -10,6 +10,7 @@
     "z": ["sentiment", "negative"], "x": ["sentiment", "neutral"], "c": ["sentiment", "positive"],
   };
   const HEADS = ["category", "severity", "sentiment"];
+  const HEAD_NAMES = { category: "类别", severity: "紧急程度", sentiment: "情绪" };
 
   if (agentInput) {
     agentInput.value = localStorage.getItem("triage_agent") || "";
@@ -23,7 +24,6 @@
     if (!item) return;
     items().forEach((el) => el.classList.remove("current"));
     item.classList.add("current");
-    item.focus({ preventScroll: true });
     item.scrollIntoView({ block: "nearest" });
   }
 
@@ -82,11 +82,13 @@
       }
       item.classList.add("done");
       item.dataset.action = answer.action;
-      say(item, answer.action === "confirmed" ? "已确认" : "已更正：" + answer.changed.join("、"), "saved");
+      say(item, answer.action === "confirmed" ? "已确认" : "已更正：" + answer.changed.map((head) => HEAD_NAMES[head] || head).join("、"), "saved");
       const left = items().filter((el) => !el.classList.contains("done")).length;
       const counter = document.getElementById("open-count");
       if (counter) counter.textContent = `本页待审 ${left} 条`;
-      const next = items().find((el) => !el.classList.contains("done"));
+      const all = items();
+      const open = (el) => !el.classList.contains("done");
+      const next = all.slice(all.indexOf(item) + 1).find(open) || all.find(open);
       if (next) select(next);
     } catch (error) {
       say(item, "未保存：网络错误，请重试", "error");
