@@ -1,7 +1,7 @@
 """The agents' pages in a real browser: Playwright for Python driving Debian's Chromium, headless, on loopback.
 
 Needs ``pip install -e '.[ui-test]'`` (Playwright's Python package; never a browser download) and Debian's
-``chromium`` (``.ci/run`` installs both); skipped otherwise. The store is filled by ``triage demo`` with the
+``chromium``; skipped otherwise, except where ``TRIAGE_REQUIRE_BROWSER_TEST=1`` (``.ci/run`` installs both and sets it). The store is filled by ``triage demo`` with the
 embedded model, as a newcomer would. Screenshots go to ``$TRIAGE_UI_SCREENSHOTS`` when set, else a temporary folder.
 """
 
@@ -21,9 +21,13 @@ from helpdesk_triage.api.decision_store import open_store
 from helpdesk_triage.policy.settings import Settings
 from tests.api_test_server import serve_in_thread
 
-sync_api = pytest.importorskip("playwright.sync_api", reason="no Playwright: pip install -e '.[ui-test]'")
+try:
+    from playwright import sync_api
+except ImportError:
+    sync_api = None
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no Debian chromium (apt install chromium; .ci/run does)")
+MISSING = ("no Playwright: pip install -e '.[ui-test]'" if sync_api is None
+           else "no Debian chromium: apt install chromium" if CHROMIUM is None else None)
 
 # Without the background-networking flags Chromium keeps trying to reach Google's hosts, which this machine refuses.
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
@@ -59,6 +63,8 @@ def server(demo_db):
 
 @pytest.fixture(scope="module")
 def browser():
+    if MISSING:  # CI (.ci/run) installs both and sets TRIAGE_REQUIRE_BROWSER_TEST=1: there a missing browser fails
+        (pytest.fail if os.environ.get("TRIAGE_REQUIRE_BROWSER_TEST") == "1" else pytest.skip)(MISSING)
     with sync_api.sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
         yield browser
