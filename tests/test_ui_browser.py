@@ -71,7 +71,7 @@ def browser():
         browser.close()
 
 
-def test_an_agent_corrects_an_item_with_the_keyboard_and_it_is_stored_and_marked_done(server, demo_db, browser,
+def test_an_agent_corrects_an_item_with_the_keyboard_and_it_is_stored_and_marked_done(browser, server, demo_db,
                                                                                          screenshots):
     page = browser.new_page(viewport={"width": 1280, "height": 900}, locale="zh-CN")
     errors: list[str] = []
@@ -114,3 +114,27 @@ def test_an_agent_corrects_an_item_with_the_keyboard_and_it_is_stored_and_marked
     page.reload()
     assert page.locator(f'#queue .item[data-id="{item_id}"]').count() == 0  # done: out of the queue
     page.close()
+
+
+def test_with_keys_on_the_browser_signs_in_once_and_keeps_the_session(browser, demo_db, screenshots):
+    app = create_app(Settings(database_url=demo_db, api_keys="browser-test-key-0123456789"))
+    with serve_in_thread(app) as url:
+        assert app.state.service.wait_ready(120)
+        context = browser.new_context(locale="zh-CN")
+        page = context.new_page()
+        page.goto(f"{url}/ui/review?severity=critical")
+        assert page.url.startswith(f"{url}/ui/login?next=")
+        page.fill("#login-agent", "李强")
+        page.fill("#login-key", "wrong-key")
+        page.click("button[type=submit]")
+        sync_api.expect(page.locator("#login-status")).to_contain_text("登录失败")
+        page.fill("#login-key", "browser-test-key-0123456789")
+        page.click("button[type=submit]")
+        page.wait_for_url(f"{url}/ui/review?severity=critical")
+        sync_api.expect(page.locator("#agent-name")).to_have_text("李强")
+        [session] = [c for c in context.cookies() if c["name"] == "triage_session"]
+        assert session["httpOnly"] and session["sameSite"] == "Strict"
+        page.goto(f"{url}/ui/review")  # the session is kept: no second sign-in
+        assert page.url == f"{url}/ui/review"
+        page.screenshot(path=str(screenshots / "review-signed-in.png"))
+        context.close()
