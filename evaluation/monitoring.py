@@ -133,7 +133,8 @@ def _bucket(key: str, start: date, end: date, rows: Sequence[dict], reference: d
                 verdicts[head] += 1
                 correct[head] += verdict == code
     shares = _label_shares(rows)
-    intervals = {head: wilson(correct[head], verdicts[head]) for head in HEADS}
+    # Unrounded: rounding to 4 places first and then to DECIMALS would round some bounds the wrong way.
+    intervals = {head: wilson(correct[head], verdicts[head], digits=None) for head in HEADS}
     drift = {head: psi(shares[head], reference[head]) if volume and reference else None for head in HEADS}
     return {
         "key": key, "start": start.isoformat(), "end": end.isoformat(), "volume": volume,
