@@ -29,6 +29,7 @@ from helpdesk_triage.api.errors import ApiError, install_error_handlers
 from helpdesk_triage.api.http_rules import HeadAsGetMiddleware, RequestFramingMiddleware
 from helpdesk_triage.api.json_body import JsonBodyMiddleware
 from helpdesk_triage.api.metrics import TriageMetrics
+from helpdesk_triage.api.monitor_metrics import MonitorGauges
 from helpdesk_triage.api.request_log import RequestLogMiddleware
 from helpdesk_triage.api.schemas import (
     BatchResponse,
@@ -80,6 +81,7 @@ def create_app(settings: Settings | None = None, classifier: Classifier | None =
     background; ``store``: use it instead of opening ``settings.database_url`` (the caller closes it)."""
     settings = settings or Settings()
     metrics = TriageMetrics()
+    monitor_gauges = MonitorGauges(settings)
     admission = admission_for(settings)
 
     @asynccontextmanager
@@ -158,8 +160,12 @@ def create_app(settings: Settings | None = None, classifier: Classifier | None =
                              replica=settings.replica_name)
 
     @app.get("/metrics", response_class=Response, summary="Prometheus metrics")
-    async def prometheus_metrics() -> Response:
-        return Response(metrics.render(), media_type=metrics.content_type)
+    async def prometheus_metrics(request: Request) -> Response:
+        body = metrics.render()
+        service = getattr(request.app.state, "service", None)
+        if service is not None:  # the monitor gauges read the store: off the event loop
+            body += await run_in_threadpool(monitor_gauges.render, service.store)
+        return Response(body, media_type=metrics.content_type)
 
     # add_middleware wraps: the last added is the outermost.
     app.add_middleware(AdmissionMiddleware, admission=admission, paths=(TRIAGE_ROUTE, BATCH_ROUTE),
