@@ -44,6 +44,7 @@ from helpdesk_triage.api.schemas import (
 )
 from helpdesk_triage.policy.settings import Settings
 from helpdesk_triage.api.triage_service import TriageService, admission_for
+from helpdesk_triage.api.ui_monitor import router as monitor_page_router
 from helpdesk_triage.policy.labels import HEADS
 from helpdesk_triage.policy.prediction import Classifier
 
@@ -166,6 +167,8 @@ def create_app(settings: Settings | None = None, classifier: Classifier | None =
         if service is not None:  # the monitor gauges read the store: off the event loop
             body += await run_in_threadpool(monitor_gauges.render, service.store)
         return Response(body, media_type=metrics.content_type)
+
+    app.include_router(monitor_page_router)
 
     # add_middleware wraps: the last added is the outermost.
     app.add_middleware(AdmissionMiddleware, admission=admission, paths=(TRIAGE_ROUTE, BATCH_ROUTE),
