@@ -30,6 +30,7 @@ from helpdesk_triage.api.errors import ApiError, install_error_handlers
 from helpdesk_triage.api.http_rules import HeadAsGetMiddleware, RequestFramingMiddleware
 from helpdesk_triage.api.json_body import JsonBodyMiddleware
 from helpdesk_triage.api.metrics import TriageMetrics
+from helpdesk_triage.api.monitor_metrics import MonitorGauges
 from helpdesk_triage.api.request_log import RequestLogMiddleware
 from helpdesk_triage.api.schemas import (
     BatchResponse,
@@ -44,7 +45,7 @@ from helpdesk_triage.api.schemas import (
 )
 from helpdesk_triage.policy.settings import Settings
 from helpdesk_triage.api.triage_service import TriageService, admission_for
-from helpdesk_triage.api import ui_login, ui_review
+from helpdesk_triage.api import ui_login, ui_monitor, ui_review
 from helpdesk_triage.api.ui_pages import LoginRequired, login_redirect
 from helpdesk_triage.policy.labels import HEADS
 from helpdesk_triage.policy.prediction import Classifier
@@ -83,6 +84,7 @@ def create_app(settings: Settings | None = None, classifier: Classifier | None =
     background; ``store``: use it instead of opening ``settings.database_url`` (the caller closes it)."""
     settings = settings or Settings()
     metrics = TriageMetrics()
+    monitor_gauges = MonitorGauges(settings)
     admission = admission_for(settings)
 
     @asynccontextmanager
@@ -161,12 +163,17 @@ def create_app(settings: Settings | None = None, classifier: Classifier | None =
                              replica=settings.replica_name)
 
     @app.get("/metrics", response_class=Response, summary="Prometheus metrics")
-    async def prometheus_metrics() -> Response:
-        return Response(metrics.render(), media_type=metrics.content_type)
+    async def prometheus_metrics(request: Request) -> Response:
+        body = metrics.render()
+        service = getattr(request.app.state, "service", None)
+        if service is not None:  # the monitor gauges read the store: off the event loop
+            body += await run_in_threadpool(monitor_gauges.render, service.store)
+        return Response(body, media_type=metrics.content_type)
 
     # The agents' pages (review queue, monitor): a session cookie instead of the bearer key (api.ui_pages).
     app.include_router(ui_login.router)
     app.include_router(ui_review.router)
+    app.include_router(ui_monitor.router)
 
     @app.exception_handler(LoginRequired)
     async def to_login(request: Request, exc: LoginRequired) -> RedirectResponse:

@@ -56,6 +56,17 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--unmasked", action="store_true", help="export raw text (needs TRIAGE_STORE_RAW_TEXT=true when triaged); default: PII masked")
     export.set_defaults(handler=run_export_feedback)
 
+    monitor = sub.add_parser("monitor", help="volume, label mix, review and degraded rates, agent-measured accuracy and "
+                             "drift per week, from the decision store")
+    monitor.add_argument("--since", required=True, metavar="DATE", help="first day, YYYY-MM-DD (SLA timezone)")
+    monitor.add_argument("--until", default=None, metavar="DATE", help="last day, included (default: today)")
+    monitor.add_argument("--reference", default=None, metavar="START/END",
+                         help="reference window of the drift, dates included (default: TRIAGE_MONITOR_REFERENCE, "
+                         "else the store's first 7 days before --since)")
+    monitor.add_argument("--json", action="store_true", help="print the whole report as JSON (days, weeks, total)")
+    monitor.add_argument("--database-url", default=None, help=f"decision store URL (default: TRIAGE_DATABASE_URL, {_default('database_url')})")
+    monitor.set_defaults(handler=run_monitor)
+
     predict = sub.add_parser("predict", help="score an archive of messages (JSONL/CSV/Parquet) into shards, resumably")
     predict.add_argument("--input", required=True, metavar="PATH",
                          help="a .jsonl/.csv/.parquet file, a folder of them, or a glob (quote it): 'archive/*.csv'")
@@ -290,20 +301,25 @@ def worker_metrics_dir(workers: int):
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def run_export_feedback(args: argparse.Namespace) -> int:
+def open_existing_store(url: str):
+    """The store at ``url``; a missing SQLite file or a store that cannot be opened is a one-line CliError."""
     from helpdesk_triage.api.decision_store import open_store
-    from helpdesk_triage.api.feedback_export import export_feedback
 
-    url = args.database_url or load_settings().database_url
     shown = redact_url(url)
     if url.startswith("sqlite:///") and url != "sqlite:///:memory:" and not Path(url[len("sqlite:///"):]).is_file():
         raise CliError(f"no database at {shown}")
     try:
-        store = open_store(url)
+        return open_store(url)
     except ValueError as exc:
         raise CliError(str(exc)) from exc
     except Exception as exc:  # driver errors (unreachable server, bad file) as one line
         raise CliError(f"cannot open {shown}: {type(exc).__name__}: {' '.join(str(exc).split())}") from exc
+
+
+def run_export_feedback(args: argparse.Namespace) -> int:
+    from helpdesk_triage.api.feedback_export import export_feedback
+
+    store = open_existing_store(args.database_url or load_settings().database_url)
     try:
         count = export_feedback(store, args.out, mask_pii=not args.unmasked)
     except (ValueError, OSError) as exc:
@@ -312,6 +328,66 @@ def run_export_feedback(args: argparse.Namespace) -> int:
         store.close()
     print(f"wrote {count} corrected examples to {args.out}")
     return 0
+
+
+def run_monitor(args: argparse.Namespace) -> int:
+    from datetime import date
+
+    from helpdesk_triage.api.monitor_source import local_today, sla_timezone, store_report
+    from helpdesk_triage.policy.settings import parse_date_range
+
+    def day(flag: str, value: str) -> date:
+        try:
+            return date.fromisoformat(value.strip())
+        except ValueError:
+            raise CliError(f"{flag} {value!r}: not a date (YYYY-MM-DD)") from None
+
+    settings = load_settings()
+    timezone_name = sla_timezone(settings)
+    since = day("--since", args.since)
+    until = day("--until", args.until) if args.until else local_today(timezone_name)
+    if until < since:
+        raise CliError(f"--until {until} is before --since {since}")
+    reference = None
+    if args.reference:
+        try:
+            reference = parse_date_range(args.reference)
+        except ValueError as exc:
+            raise CliError(f"--reference {exc}") from None
+    store = open_existing_store(args.database_url or settings.database_url)
+    try:
+        report = store_report(store, settings, since, until, reference, timezone_name)
+    finally:
+        store.close()
+    print(json.dumps(report, ensure_ascii=False, indent=2) if args.json else monitor_table(report))
+    return 0
+
+
+def monitor_table(report: dict) -> str:
+    """The report per ISO week and in total as a text table: volume, review and degraded rates, agent-measured
+    accuracy per head with its 95% interval and verdict count, PSI per head (! when flagged)."""
+    def number(value) -> str:
+        return "-" if value is None else f"{value:.3f}"
+
+    def accuracy(bucket: dict, head: str) -> str:
+        if bucket["accuracy"][head] is None:
+            return "- (n=0)"
+        return (f"{number(bucket['accuracy'][head])} [{number(bucket['accuracy_low'][head])},"
+                f" {number(bucket['accuracy_high'][head])}] n={bucket['verdicts'][head]}")
+
+    def drift(bucket: dict, head: str) -> str:
+        return number(bucket["psi"][head]) + ("!" if bucket["psi_flagged"][head] else "")
+
+    header = ["window", "days", "volume", "review", "degraded", *(f"acc {h}" for h in HEADS), *(f"psi {h}" for h in HEADS)]
+    rows = [[b["key"], f"{b['start']}..{b['end']}", str(b["volume"]), number(b["review_rate"]), number(b["degraded_rate"]),
+             *(accuracy(b, h) for h in HEADS), *(drift(b, h) for h in HEADS)]
+            for b in [*report["weeks"], report["total"]]]
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(line, widths)).rstrip() for line in [header, *rows]]
+    ref = report["reference"]
+    lines += ["", f"period {report['period']['start']}..{report['period']['end']} ({report['timezone']}); drift reference "
+              f"{ref['start']}..{ref['end']} ({ref['volume']} decisions); ! = PSI over {report['psi_alert']}"]
+    return "\n".join(lines)
 
 
 def _default(setting: str):

@@ -141,6 +141,8 @@ class DecisionStore(Protocol):
 
     def window(self, start: str, end: str) -> list[dict]: ...
 
+    def first_decided_at(self) -> str | None: ...
+
     def counts(self) -> dict[str, int]: ...
 
     def ping(self) -> bool: ...
@@ -186,6 +188,7 @@ _FEEDBACK_WITH_DECISIONS = (
     f" {', '.join('f.' + h for h in HEADS)}, f.agent, f.note, f.created_at"
     " FROM feedback f JOIN decisions d ON d.id = f.decision_id ORDER BY f.id"
 )
+_FIRST_DECIDED_AT = "SELECT MIN(decided_at) FROM decisions"
 _COUNTS = "SELECT (SELECT COUNT(*) FROM decisions), (SELECT COUNT(*) FROM feedback)"
 
 
@@ -442,6 +445,15 @@ class _SqlStore(ABC):
                 }
             item["verdicts"].update({h: code for h, code in verdict.items() if code is not None})
         return list(decisions.values())
+
+    def first_decided_at(self) -> str | None:
+        """The earliest ``decided_at`` stored (UTC ISO text), None when there is no decision: where the
+        monitor's default reference window starts."""
+        def work(cur):
+            cur.execute(_FIRST_DECIDED_AT)
+            return cur.fetchone()[0]
+
+        return self._run(work, write=False)
 
     def counts(self) -> dict[str, int]:
         """``{"decisions": n, "feedback": m}``."""

@@ -59,13 +59,16 @@ def subcase_report(predictions: Sequence, texts: Sequence[str], categories: Sequ
     }
 
 
-def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
+def wilson(k: int, n: int, z: float = 1.96, digits: int | None = 4) -> tuple[float, float]:
+    """The Wilson interval of k successes in n, rounded to ``digits`` places (None: unrounded); NaN when n = 0."""
     if n == 0:
         return (float("nan"), float("nan"))
     p = k / n
     centre = (p + z * z / (2 * n)) / (1 + z * z / n)
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return (round(centre - half, 4), round(centre + half, 4))
+    if digits is None:
+        return (centre - half, centre + half)
+    return (round(centre - half, digits), round(centre + half, digits))
 
 
 def _fit(verdicts: Sequence[str]) -> dict:

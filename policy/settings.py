@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import socket
+from datetime import date
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -111,9 +112,27 @@ class Settings(BaseSettings):
         5000, ge=1, le=100_000,
         description="Open review items read per page view (the soonest due); filter counts cover these.")
     ui_session_hours: float = Field(12.0, gt=0, le=24 * 30, description="How long a page session lasts (API keys on).")
+    monitor_reference: str = Field(
+        "", description="The monitor's reference window for drift (PSI of the label mix): START/END, local dates of "
+        "the SLA timezone, both included (2026-11-01/2026-11-07). Empty: the first 7 days of the store's decisions "
+        "before the monitored period (the period's own first 7 days when it has none before).")
+    monitor_cache_s: float = Field(
+        60.0, ge=0.0, le=3600.0,
+        description="The monitor gauges on /metrics are computed from the store at most once per this many seconds.")
+    monitor_psi_alert: float = Field(
+        0.2, gt=0.0, description="A head's PSI of the label mix against the reference above this is flagged as drift.")
 
     log_level: LogLevel = "INFO"
     graceful_shutdown_s: float = Field(30.0, ge=0.0, le=3600.0, description="On SIGTERM, wait this long for in-flight requests.")
+
+    @field_validator("monitor_reference")
+    @classmethod
+    def _check_monitor_reference(cls, value: str) -> str:
+        value = value.strip()
+        if value:
+            start, end = parse_date_range(value)
+            value = f"{start.isoformat()}/{end.isoformat()}"
+        return value
 
     @field_validator("runtime", mode="before")
     @classmethod
@@ -144,3 +163,17 @@ class Settings(BaseSettings):
                 raise ValueError(f"{len(short)} api key(s) shorter than 16 characters; use long random keys")
             return keys
         return value
+
+
+def parse_date_range(text: str) -> tuple[date, date]:
+    """``START/END`` (ISO dates, both included) as two dates; ValueError saying what is wrong otherwise."""
+    parts = text.strip().split("/")
+    if len(parts) != 2:
+        raise ValueError(f"{text!r} is not START/END (two ISO dates such as 2026-11-01/2026-11-07)")
+    try:
+        start, end = (date.fromisoformat(part.strip()) for part in parts)
+    except ValueError as exc:
+        raise ValueError(f"{text!r}: {exc}; expected START/END such as 2026-11-01/2026-11-07") from None
+    if end < start:
+        raise ValueError(f"{text!r}: the end is before the start")
+    return start, end
