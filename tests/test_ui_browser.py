@@ -12,12 +12,15 @@ import os
 import shutil
 import subprocess
 import sys
+from datetime import datetime, timedelta
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 
 from helpdesk_triage.api.app import create_app
 from helpdesk_triage.api.decision_store import open_store
+from helpdesk_triage.evaluation.monitoring import figures
 from helpdesk_triage.policy.settings import Settings
 from tests.api_test_server import serve_in_thread
 
@@ -138,3 +141,26 @@ def test_with_keys_on_the_browser_signs_in_once_and_keeps_the_session(browser, d
         assert page.url == f"{url}/ui/review"
         page.screenshot(path=str(screenshots / "review-signed-in.png"))
         context.close()
+
+
+def test_the_monitor_shows_charts_and_the_figures_of_triage_monitor_json(browser, server, demo_db, screenshots):
+    until = datetime.now(ZoneInfo("Asia/Shanghai")).date()
+    since = until - timedelta(days=30)
+    cli = subprocess.run([sys.executable, "-m", "helpdesk_triage.api.cli", "monitor", "--database-url", demo_db,
+                          "--since", since.isoformat(), "--until", until.isoformat(), "--json"],
+                         capture_output=True, text=True, timeout=120)
+    assert cli.returncode == 0, cli.stderr
+    expected = figures(json.loads(cli.stdout))
+    page = browser.new_page(viewport={"width": 1280, "height": 1000}, locale="zh-CN")
+    page.goto(f"{server}/ui/monitor?since={since}&until={until}")
+    assert page.locator("svg").count() >= 4  # volume, label mix, accuracy, drift
+    shown = page.eval_on_selector_all("[data-figure]", "els => els.map(e => [e.dataset.figure, e.dataset.value])")
+    assert len(shown) > 50
+    for name, value in shown:
+        want = expected[name]
+        assert (value == "" and want is None) or float(value) == pytest.approx(want, abs=1e-9), name
+    on_page = dict(shown)
+    assert int(on_page["total.volume"]) == 300
+    assert on_page["total.accuracy.category"] != ""  # the demo's agents reviewed decisions
+    page.screenshot(path=str(screenshots / "monitor.png"), full_page=True)
+    page.close()
