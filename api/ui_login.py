@@ -22,6 +22,7 @@ from helpdesk_triage.api.ui_pages import (
     check_cross_site,
     csrf_token,
     make_session,
+    read_session,
     render,
 )
 from helpdesk_triage.policy.triage import clean_str
@@ -84,7 +85,10 @@ def login(body: LoginRequest, request: Request) -> Response:
 
 
 @router.get("/ui/logout")
-async def logout() -> RedirectResponse:
+async def logout(request: Request) -> RedirectResponse:
+    agent = read_session(request.cookies.get(SESSION_COOKIE), api_keys(request.app.state.settings))
+    if agent is not None:
+        log.info("ui_logout", extra={"fields": {"agent": agent}})
     response = RedirectResponse(f"{UI_PREFIX}/login", status_code=303)
     response.delete_cookie(SESSION_COOKIE, path=UI_PREFIX)
     return response

@@ -130,6 +130,8 @@ def test_with_keys_on_pages_ask_for_a_key_once_and_keep_an_httponly_strict_sessi
         _triage(client.app.state.service, "t-1", "快递五天了还没到", hours_ago=0.1)
         first = client.get("/ui/review?category=B", follow_redirects=False)
         assert first.status_code == 303 and first.headers["location"] == "/ui/login?next=%2Fui%2Freview%3Fcategory%3DB"
+        monitor = client.get("/ui/monitor", follow_redirects=False)
+        assert monitor.status_code == 303 and monitor.headers["location"] == "/ui/login?next=%2Fui%2Fmonitor"
         assert client.get("/ui/login").status_code == 200
         wrong = client.post("/ui/api/login", json={"key": "wrong", "agent": "王芳"}, headers=_csrf(client))
         assert wrong.status_code == 401
@@ -148,6 +150,7 @@ def test_with_keys_on_pages_ask_for_a_key_once_and_keep_an_httponly_strict_sessi
         assert next(store.corrected_examples())["agent"] == "王芳"
         # The bearer key still guards the API; a page session is not an API key.
         assert client.post("/v1/triage", json={"text": "你好"}).status_code == 401
+        assert client.get("/ui/monitor").status_code == 200
         client.cookies.delete("triage_session", path="/ui")
         assert client.post("/ui/api/review", headers=_csrf(client), json={
             "id": "t-1", "category": "B", "severity": "medium", "sentiment": "negative"}).status_code == 401
