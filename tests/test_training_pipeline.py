@@ -242,9 +242,10 @@ def test_cli_train_soup_with(trained, tmp_path, capsys):
 def test_cli_predict_with_trained_model(trained, tmp_path):
     src = tmp_path / "in.jsonl"
     src.write_text('{"id": 1, "text": "退款什么时候到账"}\n{"id": 2, "text": "骗子"}\n', encoding="utf-8")
-    out = tmp_path / "out.jsonl"
-    assert main(["predict", "--input", str(src), "--output", str(out), "--model", str(trained)]) == 0
-    rows = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    out = tmp_path / "scored"  # a folder of shards
+    assert main(["predict", "--input", str(src), "--output", str(out), "--model", str(trained), "--keep", "id"]) == 0
+    rows = [json.loads(line) for shard in sorted(out.glob("part-*.jsonl"))
+            for line in shard.read_text(encoding="utf-8").splitlines()]
     assert [r["id"] for r in rows] == [1, 2]
     assert all(r["model_version"] == "tiny-test" and r["degraded"] is False for r in rows)
 
