@@ -141,6 +141,8 @@ class DecisionStore(Protocol):
 
     def window(self, start: str, end: str) -> list[dict]: ...
 
+    def review_backlog(self, now: str) -> dict[str, int]: ...
+
     def first_decided_at(self) -> str | None: ...
 
     def counts(self) -> dict[str, int]: ...
@@ -190,6 +192,10 @@ _FEEDBACK_WITH_DECISIONS = (
 )
 _FIRST_DECIDED_AT = "SELECT MIN(decided_at) FROM decisions"
 _COUNTS = "SELECT (SELECT COUNT(*) FROM decisions), (SELECT COUNT(*) FROM feedback)"
+_REVIEW_BACKLOG = (
+    "SELECT COUNT(*), COALESCE(SUM(CASE WHEN d.due_at < ? THEN 1 ELSE 0 END), 0) FROM decisions d"
+    " WHERE d.needs_review AND NOT EXISTS (SELECT 1 FROM feedback f WHERE f.decision_id = d.id)"
+)
 
 
 
@@ -454,6 +460,16 @@ class _SqlStore(ABC):
             return cur.fetchone()[0]
 
         return self._run(work, write=False)
+
+    def review_backlog(self, now: str) -> dict[str, int]:
+        """``{"open": n, "overdue": m}``: the decisions of ``open_reviews`` (all of them), and those whose
+        first-response deadline is before ``now`` (UTC ISO text)."""
+        def work(cur):
+            cur.execute(self._sql(_REVIEW_BACKLOG), (now,))
+            return cur.fetchone()
+
+        open_, overdue = self._run(work, write=False)
+        return {"open": int(open_), "overdue": int(overdue)}
 
     def counts(self) -> dict[str, int]:
         """``{"decisions": n, "feedback": m}``."""

@@ -12,6 +12,8 @@ Gauges (``window`` is ``day`` or ``week``; a figure without a denominator - no d
 * ``triage_monitor_agent_accuracy{head,window}``: share of those where the verdict equals the label answered
 * ``triage_monitor_psi{head,window}``: PSI of the head's label mix against the reference window
 * ``triage_monitor_psi_alert``: the PSI over which drift is flagged (the setting ``monitor_psi_alert``)
+* ``triage_review_queue_open``, ``triage_review_queue_overdue``: decisions waiting in the review queue (/ui/review),
+  and those of them past their first-response deadline: what a lead alerts on
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily
@@ -32,7 +35,7 @@ from helpdesk_triage.policy.settings import Settings
 log = logging.getLogger("triage.monitor")
 
 
-def _families(report: dict, psi_alert: float) -> Iterator[GaugeMetricFamily]:
+def _families(report: dict, psi_alert: float, backlog: dict[str, int]) -> Iterator[GaugeMetricFamily]:
     windows = {"day": report["days"][-1], "week": report["weeks"][-1]}  # the report ends today
     scalar = {
         "decisions": ("volume", "Decisions decided in the current local day or ISO week."),
@@ -58,14 +61,18 @@ def _families(report: dict, psi_alert: float) -> Iterator[GaugeMetricFamily]:
                     family.add_metric([head, window], bucket[field][head])
         yield family
     yield GaugeMetricFamily("triage_monitor_psi_alert", "PSI over which drift is flagged.", value=psi_alert)
+    yield GaugeMetricFamily("triage_review_queue_open", "Decisions waiting for a person in the review queue.",
+                            value=backlog["open"])
+    yield GaugeMetricFamily("triage_review_queue_overdue", "Decisions in the review queue past their first-response "
+                            "deadline.", value=backlog["overdue"])
 
 
 class _ReportCollector:
-    def __init__(self, report: dict, psi_alert: float) -> None:
-        self._report, self._psi_alert = report, psi_alert
+    def __init__(self, report: dict, psi_alert: float, backlog: dict[str, int]) -> None:
+        self._report, self._psi_alert, self._backlog = report, psi_alert, backlog
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
-        return _families(self._report, self._psi_alert)
+        return _families(self._report, self._psi_alert, self._backlog)
 
 
 class MonitorGauges:
@@ -89,9 +96,10 @@ class MonitorGauges:
     def _compute(self, store: DecisionStore) -> bytes:
         try:
             report = current_report(store, self._settings)
+            backlog = store.review_backlog(datetime.now(UTC).isoformat(timespec="seconds"))
         except Exception as exc:  # the store may be down: /metrics still answers with the service's own metrics
             log.warning("monitor_gauges_failed", extra={"fields": {"error": f"{type(exc).__name__}: {exc}"}})
             return b""
         registry = CollectorRegistry()
-        registry.register(_ReportCollector(report, self._settings.monitor_psi_alert))
+        registry.register(_ReportCollector(report, self._settings.monitor_psi_alert, backlog))
         return generate_latest(registry)

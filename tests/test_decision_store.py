@@ -527,3 +527,31 @@ def test_sqlite_in_memory():
     store.record_decision(decision("t-1"))
     assert store.counts() == {"decisions": 1, "feedback": 0}
     store.close()
+
+
+def _answered(id: str, due: str, needs_review: bool = True, severity: str = "low") -> DecisionRecord:
+    from dataclasses import replace
+
+    answer = {"labels": {"category": "B", "severity": severity, "sentiment": "neutral"}, "needs_human_review": needs_review,
+              "review_reasons": [], "queue": "orders", "sla": {"first_response_due": due, "resolution_due": due}}
+    return replace(decision(id), answer=answer)
+
+
+def test_open_reviews_soonest_due_first_and_the_backlog_leave_out_reviewed_and_unflagged(store):
+    store.record_decisions([
+        _answered("late", "2026-03-10T09:00:00+08:00"),        # 01:00 UTC
+        _answered("soon", "2026-03-10T02:30:00+00:00"),
+        _answered("fine", "2026-03-10T12:00:00+00:00", needs_review=False),
+        _answered("critical", "2026-03-10T03:00:00+00:00", needs_review=False, severity="critical"),
+        _answered("done", "2026-03-10T00:00:00+00:00"),
+        decision("before-schema-3"),                           # no answer stored: not listed
+    ])
+    store.record_feedback(FeedbackRecord(id="done", corrections={"category": "B", "severity": "low", "sentiment": "neutral"},
+                                         agent="a", note=None, created_at="2026-03-10T00:05:00+00:00", kind="review"))
+    assert [r.id for r in store.open_reviews(10)] == ["late", "soon", "critical"]
+    assert [r.id for r in store.open_reviews(1)] == ["late"]
+    assert store.review_backlog("2026-03-10T02:00:00+00:00") == {"open": 3, "overdue": 1}
+    assert store.review_backlog("2026-03-10T02:45:00+00:00") == {"open": 3, "overdue": 2}
+    with pytest.raises(ValueError, match="feedback kind"):
+        store.record_feedback(FeedbackRecord(id="late", corrections={"category": "D"}, agent=None, note=None,
+                                             created_at="2026-03-10T00:05:00+00:00", kind="guess"))

@@ -191,3 +191,22 @@ def test_demo_fills_a_fresh_store_with_reviews_and_an_open_queue_and_refuses_a_u
         assert again == summary
     finally:
         other.close()
+
+
+def _gauge(metrics_text: str, name: str) -> float:
+    [line] = [line for line in metrics_text.splitlines() if line.startswith(name + " ")]
+    return float(line.split()[1])
+
+
+def test_the_review_backlog_and_its_overdue_part_are_gauges_on_metrics(store):
+    with _client(store, monitor_cache_s=0) as client:
+        service = client.app.state.service
+        _triage(service, "t-emergency", "吃了你们的零食孩子过敏住院了", hours_ago=3)  # due 15 min after: overdue
+        _triage(service, "t-question", "这款有XL码吗", hours_ago=0.01)
+        text = client.get("/metrics").text
+        assert _gauge(text, "triage_review_queue_open") == 2 and _gauge(text, "triage_review_queue_overdue") == 1
+        client.get("/ui/review")
+        client.post("/ui/api/review", headers=_csrf(client), json={
+            "id": "t-emergency", "category": "D", "severity": "critical", "sentiment": "negative", "agent": "王芳"})
+        text = client.get("/metrics").text
+        assert _gauge(text, "triage_review_queue_open") == 1 and _gauge(text, "triage_review_queue_overdue") == 0
