@@ -130,7 +130,7 @@ def test_with_keys_on_the_browser_signs_in_once_and_keeps_the_session(browser, d
         page.fill("#login-agent", "李强")
         page.fill("#login-key", "wrong-key")
         page.click("button[type=submit]")
-        sync_api.expect(page.locator("#login-status")).to_contain_text("登录失败")
+        sync_api.expect(page.locator("#login-status")).to_contain_text("登录失败：API 密钥不对")
         page.fill("#login-key", "browser-test-key-0123456789")
         page.click("button[type=submit]")
         page.wait_for_url(f"{url}/ui/review?severity=critical")

@@ -14,7 +14,9 @@
     });
     if (response.ok) { window.location.href = form.dataset.next; return; }
     const answer = await response.json().catch(() => ({}));
-    status.textContent = "登录失败：" + ((answer.error && answer.error.message) || `HTTP ${response.status}`);
+    const error = answer.error || {};
+    const reason = { unauthorized: "API 密钥不对", csrf_failed: "页面已过期，请刷新后重试" }[error.code];
+    status.textContent = "登录失败：" + (reason || error.message || `HTTP ${response.status}`);
     status.className = "status error";
   });
 })();

@@ -11,6 +11,11 @@
   };
   const HEADS = ["category", "severity", "sentiment"];
   const HEAD_NAMES = { category: "类别", severity: "紧急程度", sentiment: "情绪" };
+  // The API's error codes in the agents' words; any other error shows the server's message.
+  const ERRORS = {
+    csrf_failed: "页面已过期，请刷新后重试", unauthorized: "登录已过期，请重新登录", unknown_id: "找不到该工单",
+    agent_required: "请先在右上角填写客服姓名", storage_unavailable: "存储暂不可用，请稍后重试", not_ready: "服务正在启动，请稍后重试",
+  };
 
   if (agentInput) {
     agentInput.value = localStorage.getItem("triage_agent") || "";
@@ -75,7 +80,8 @@
       });
       const answer = await response.json().catch(() => ({}));
       if (!response.ok) {
-        const message = (answer.error && answer.error.message) || `HTTP ${response.status}`;
+        const error = answer.error || {};
+        const message = ERRORS[error.code] || error.message || `HTTP ${response.status}`;
         say(item, "未保存：" + message, "error");
         if (response.status === 401) window.location.href = "/ui/login?next=" + encodeURIComponent(location.pathname + location.search);
         return;
