@@ -171,9 +171,10 @@ def create_app(settings: Settings | None = None, classifier: Classifier | None =
         return Response(body, media_type=metrics.content_type)
 
     # The agents' pages (review queue, monitor): a session cookie instead of the bearer key (api.ui_pages).
-    app.include_router(ui_login.router)
-    app.include_router(ui_review.router)
-    app.include_router(ui_monitor.router)
+    # Added to the app itself: include_router would wrap them in one route that the middlewares which match
+    # routes (JSON bodies only, the request log's route label) cannot see into.
+    for pages in (ui_login, ui_review, ui_monitor):
+        pages.add_routes(app)
 
     @app.exception_handler(LoginRequired)
     async def to_login(request: Request, exc: LoginRequired) -> RedirectResponse:

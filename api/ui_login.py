@@ -7,7 +7,7 @@ import hmac
 import logging
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request
+from fastapi import FastAPI, Query, Request
 from fastapi.responses import FileResponse, RedirectResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -29,7 +29,6 @@ from helpdesk_triage.policy.triage import clean_str
 
 log = logging.getLogger("triage.ui")
 
-router = APIRouter(include_in_schema=False)
 
 STATIC_FILES = {"ui.css": "text/css", "review.js": "text/javascript", "login.js": "text/javascript"}
 
@@ -41,12 +40,10 @@ def _safe_next(next_path: str) -> str:
     return f"{UI_PREFIX}/review"
 
 
-@router.get("/ui")
 async def ui_root() -> RedirectResponse:
     return RedirectResponse(f"{UI_PREFIX}/review", status_code=303)
 
 
-@router.get("/ui/login")
 async def login_page(request: Request, next: Annotated[str, Query(max_length=512)] = "/ui/review"):
     if not api_keys(request.app.state.settings):
         return RedirectResponse(_safe_next(next), status_code=303)
@@ -61,7 +58,6 @@ class LoginRequest(BaseModel):
     agent: clean_str(64, min_length=1)
 
 
-@router.post("/ui/api/login", status_code=204)
 def login(body: LoginRequest, request: Request) -> Response:
     check_cross_site(request)
     settings = request.app.state.settings
@@ -84,7 +80,6 @@ def login(body: LoginRequest, request: Request) -> Response:
     return response
 
 
-@router.get("/ui/logout")
 async def logout(request: Request) -> RedirectResponse:
     agent = read_session(request.cookies.get(SESSION_COOKIE), api_keys(request.app.state.settings))
     if agent is not None:
@@ -94,13 +89,21 @@ async def logout(request: Request) -> RedirectResponse:
     return response
 
 
-@router.get("/ui/static/font.woff2")
 async def font() -> FileResponse:
     return FileResponse(FONT_FILE, media_type="font/woff2", headers={"Cache-Control": "public, max-age=86400"})
 
 
-@router.get("/ui/static/{name}")
 async def static_file(name: str) -> FileResponse:
     if name not in STATIC_FILES:
         raise ApiError(404, "not_found", f"no static file {name!r}")
     return FileResponse(STATIC_DIR / name, media_type=STATIC_FILES[name], headers={"Cache-Control": "no-cache"})
+
+
+def add_routes(app: FastAPI) -> None:
+    """This module's routes, on the app itself (``create_app`` says why not ``include_router``)."""
+    app.add_api_route("/ui", ui_root, methods=["GET"], include_in_schema=False)
+    app.add_api_route("/ui/login", login_page, methods=["GET"], include_in_schema=False)
+    app.add_api_route("/ui/api/login", login, methods=["POST"], status_code=204, include_in_schema=False)
+    app.add_api_route("/ui/logout", logout, methods=["GET"], include_in_schema=False)
+    app.add_api_route("/ui/static/font.woff2", font, methods=["GET"], include_in_schema=False)
+    app.add_api_route("/ui/static/{name}", static_file, methods=["GET"], include_in_schema=False)

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from datetime import date, timedelta
 
-from fastapi import APIRouter, Query, Request
+from fastapi import FastAPI, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from markupsafe import Markup, escape
 
@@ -31,7 +31,6 @@ from helpdesk_triage.evaluation.monitoring import figures
 DEFAULT_DAYS = 28
 MAX_DAYS = 366
 
-router = APIRouter(include_in_schema=False)
 
 
 def show(value) -> str:
@@ -45,7 +44,6 @@ def figure_attributes(named: dict, name: str) -> Markup:
     return Markup(f'data-figure="{escape(name)}" data-value="{escape(monitor_charts.value_attribute(named[name]))}"')
 
 
-@router.get("/ui/monitor", include_in_schema=False)
 async def monitor_page(request: Request, user: PageUserDep, since: date | None = Query(None),
                        until: date | None = Query(None)):
     settings = request.app.state.settings
@@ -66,3 +64,8 @@ async def monitor_page(request: Request, user: PageUserDep, since: date | None =
               "mix": {head: monitor_charts.label_mix(report, head) for head in monitor_charts.HEAD_NAMES}}
     return render(request, "monitor.html", user, active="monitor", report=report, charts=charts, show=show,
                   fig=lambda name: figure_attributes(named, name), named=named, head_names=monitor_charts.HEAD_NAMES)
+
+
+def add_routes(app: FastAPI) -> None:
+    """This module's routes, on the app itself (``create_app`` says why not ``include_router``)."""
+    app.add_api_route("/ui/monitor", monitor_page, methods=["GET"], include_in_schema=False)

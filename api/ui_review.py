@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, tzinfo
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request
+from fastapi import FastAPI, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -28,7 +28,6 @@ from helpdesk_triage.policy.triage import clean_str
 
 log = logging.getLogger("triage.ui")
 
-router = APIRouter(include_in_schema=False)
 
 FILTERS = ("queue", "category", "severity", "reason", "date")
 
@@ -98,7 +97,6 @@ def _service(request: Request) -> TriageService:
     return service
 
 
-@router.get("/ui/review")
 async def review_page(
     request: Request, user: PageUserDep,
     queue: Annotated[str, Query(max_length=64)] = "",
@@ -153,7 +151,6 @@ class ReviewResult(BaseModel):
     changed: list[str] = Field(..., description="The heads the agent changed.")
 
 
-@router.post("/ui/api/review", status_code=201, response_model=ReviewResult)
 def record_review(body: ReviewAction, request: Request, session_agent: ActionAgentDep) -> ReviewResult:
     service = _service(request)
     agent = session_agent or (body.agent or "").strip()
@@ -175,3 +172,9 @@ def record_review(body: ReviewAction, request: Request, session_agent: ActionAge
                                             "feedback_id": feedback_id}})
     return ReviewResult(feedback_id=feedback_id, id=body.id, action=action, changed=changed)
 
+
+def add_routes(app: FastAPI) -> None:
+    """This module's routes, on the app itself (``create_app`` says why not ``include_router``)."""
+    app.add_api_route("/ui/review", review_page, methods=["GET"], include_in_schema=False)
+    app.add_api_route("/ui/api/review", record_review, methods=["POST"], status_code=201, response_model=ReviewResult,
+                      include_in_schema=False)

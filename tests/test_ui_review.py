@@ -210,3 +210,13 @@ def test_the_review_backlog_and_its_overdue_part_are_gauges_on_metrics(store):
             "id": "t-emergency", "category": "D", "severity": "critical", "sentiment": "negative", "agent": "王芳"})
         text = client.get("/metrics").text
         assert _gauge(text, "triage_review_queue_open") == 1 and _gauge(text, "triage_review_queue_overdue") == 0
+
+
+def test_page_posts_take_json_only_and_are_counted_under_their_route(queue):
+    queue.get("/ui/review")
+    form = queue.post("/ui/api/review", content=b"id=t-order&category=D", headers={
+        **_csrf(queue), "Content-Type": "application/x-www-form-urlencoded"})
+    assert form.status_code == 415 and form.json()["error"]["code"] == "unsupported_media_type"
+    metrics = queue.get("/metrics").text
+    assert 'triage_requests_total{route="/ui/review",status="200"}' in metrics
+    assert 'triage_requests_total{route="/ui/api/review",status="415"}' in metrics
