@@ -492,7 +492,7 @@ def run_train(args: argparse.Namespace) -> int:
     if verdict.worse:
         banner = "!" * 78
         print(f"{banner}\nWARNING: the new model in {args.out} is WORSE: " + "; ".join(verdict.worse_than)
-              + (f"\n(--accept-worse: exiting 0 all the same)" if args.accept_worse else
+              + ("\n(--accept-worse: exiting 0 all the same)" if args.accept_worse else
                  "\nDo not put it in service. Exit status 3; --accept-worse exits 0 all the same.") + f"\n{banner}",
               file=sys.stderr)
         return 0 if args.accept_worse else EXIT_WORSE
@@ -568,8 +568,8 @@ def _model_arg(value: Path | None) -> Path | None:
 def run_tune_policy(args: argparse.Namespace) -> int:
     from helpdesk_triage.evaluation.predictions import predict_rows
     from helpdesk_triage.model.triage_model import load_classifier
-    from helpdesk_triage.policy.decision_policy import DecisionPolicy, DecisionPolicyError
-    from helpdesk_triage.training.dataset_io import DataValidationError, load_labelled
+    from helpdesk_triage.policy.decision_policy import DecisionPolicy
+    from helpdesk_triage.training.dataset_io import load_labelled
     from helpdesk_triage.policy.data_files import write_text_atomically
     from helpdesk_triage.training.policy_tuning import TuneTargets, cross_fitted, parse_targets, policy_toml, summary, tune
 
