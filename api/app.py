@@ -14,7 +14,6 @@ import os
 import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Annotated
 
 import anyio.to_thread
 from fastapi import Depends, FastAPI, Request, Response, Security
@@ -25,6 +24,7 @@ from fastapi.security import HTTPBearer
 from helpdesk_triage.api.admission_gate import AdmissionMiddleware
 from helpdesk_triage.api.auth import BearerAuthMiddleware
 from helpdesk_triage.api.body_limit import BodyLimitMiddleware
+from helpdesk_triage.api.dependencies import ServiceDep, get_service
 from helpdesk_triage.api.decision_store import DecisionStore, SchemaTooNew, open_store
 from helpdesk_triage.api.errors import ApiError, install_error_handlers
 from helpdesk_triage.api.http_rules import HeadAsGetMiddleware, RequestFramingMiddleware
@@ -56,17 +56,6 @@ TRIAGE_ROUTE = "/v1/triage"
 BATCH_ROUTE = "/v1/triage/batch"
 # Threads for sync routes: every admitted request may hold one while it waits for the model.
 SPARE_THREADS = 16
-
-
-def get_service(request: Request) -> TriageService:
-    """The app's service once its lifespan has started; until then every route that needs it is not ready."""
-    service = getattr(request.app.state, "service", None)
-    if service is None:
-        raise ApiError(503, "not_ready", "the service is starting", headers={"Retry-After": "1"})
-    return service
-
-
-ServiceDep = Annotated[TriageService, Depends(get_service)]
 
 
 # What any route with a body may answer before it runs: 400 ambiguous_body_length, 408 body_timeout,

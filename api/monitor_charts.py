@@ -8,13 +8,13 @@ from __future__ import annotations
 
 from markupsafe import Markup, escape
 
+from helpdesk_triage.api.ui_pages import HEAD_NAMES
 from helpdesk_triage.policy.labels import HEADS, LABELS
 
 WIDTH, HEIGHT = 720, 200
 LEFT, BOTTOM, TOP = 40, 36, 12
 PALETTE = ("#1f5fbf", "#e08a00", "#2e7d32", "#c62828", "#6a4fb3", "#00838f")
 OK_COLOUR, BAD_COLOUR, GRID_COLOUR = "#1f5fbf", "#c62828", "#d9dee5"
-HEAD_NAMES = {"category": "类别", "severity": "紧急程度", "sentiment": "情绪"}
 
 
 def value_attribute(value) -> str:

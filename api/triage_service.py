@@ -192,10 +192,11 @@ class TriageService:
         Every item is validated first, so an invalid one (InvalidInput, field ``items.3.text``) leaves
         nothing classified or stored.
         """
-        explicit_now, now = now is not None, now or datetime.now(UTC)
+        given_now = now
+        now = now or datetime.now(UTC)
         with self._python_turns:  # released while the model works, taken back for the decisions
             decisions = decide(requests, self._classify_off_turn, self.policy, now, field_prefix)
-            records = self._records(decisions, decided_at=now if explicit_now else datetime.now(UTC))
+            records = self._records(decisions, decided_at=given_now or datetime.now(UTC))
         self._write(lambda: self.store.record_decisions(records), "record_decisions")
         responses = [d.response for d in decisions]
         self.metrics.observe_decisions(responses)
@@ -234,24 +235,26 @@ class TriageService:
         corrections = request.corrections()
         if not corrections:
             raise InvalidInput("no_correction", f"give at least one of {', '.join(HEADS)}")
-        record = FeedbackRecord(id=request.id, corrections=corrections, agent=self._stored_free_text(request.agent),
-                                note=self._stored_free_text(request.note), created_at=datetime.now(UTC).isoformat(),
-                                replica=self.settings.replica_name)
-        feedback_id = self._write(lambda: self.store.record_feedback(record), "record_feedback")
+        feedback_id = self._append_feedback(request.id, corrections, request.agent, request.note, "correction",
+                                            "record_feedback")
         return FeedbackResponse(feedback_id=feedback_id, id=request.id, applied=corrections)
 
     def record_review(self, id: str, labels: dict[str, str], agent: str | None) -> int:
         """Store an agent's review from the review page: every head as they settled it (equal to the service's
-        labels: a confirmation). Raises InvalidInput for a missing head or unknown label, UnknownDecision,
-        StorageUnavailable. Returns the feedback row id."""
+        labels: a confirmation). Raises InvalidInput for a missing head, UnknownDecision, StorageUnavailable.
+        Returns the feedback row id."""
         missing = [head for head in HEADS if head not in labels]
         if missing:
             raise InvalidInput("incomplete_review", f"a review gives every head; missing {', '.join(missing)}")
-        record = FeedbackRecord(id=id, corrections={head: labels[head] for head in HEADS},
-                                agent=self._stored_free_text(agent), note=None,
-                                created_at=datetime.now(UTC).isoformat(), replica=self.settings.replica_name,
-                                kind="review")
-        return self._write(lambda: self.store.record_feedback(record), "record_review")
+        return self._append_feedback(id, {head: labels[head] for head in HEADS}, agent, None, "review", "record_review")
+
+    def _append_feedback(self, id: str, corrections: dict[str, str], agent: str | None, note: str | None,
+                         kind: str, operation: str) -> int:
+        """One feedback row (agent and note stored as ``_stored_free_text``); its row id."""
+        record = FeedbackRecord(id=id, corrections=corrections, agent=self._stored_free_text(agent),
+                                note=self._stored_free_text(note), created_at=datetime.now(UTC).isoformat(),
+                                replica=self.settings.replica_name, kind=kind)
+        return self._write(lambda: self.store.record_feedback(record), operation)
 
     def _stored_free_text(self, value: str | None) -> str | None:
         """A feedback field as stored: PII-masked like the message text, unless raw text is to be stored."""

@@ -24,9 +24,11 @@ from markupsafe import Markup, escape
 
 from helpdesk_triage.api import monitor_charts
 from helpdesk_triage.api.errors import ApiError
-from helpdesk_triage.api.monitor_source import local_today, sla_timezone, store_report
+from helpdesk_triage.api.dependencies import ServiceDep
+from helpdesk_triage.api.monitor_source import local_today, store_report
 from helpdesk_triage.api.ui_pages import PageUserDep, render
 from helpdesk_triage.evaluation.monitoring import figures
+from helpdesk_triage.policy.labels import HEADS
 
 DEFAULT_DAYS = 28
 MAX_DAYS = 366
@@ -44,13 +46,10 @@ def figure_attributes(named: dict, name: str) -> Markup:
     return Markup(f'data-figure="{escape(name)}" data-value="{escape(monitor_charts.value_attribute(named[name]))}"')
 
 
-async def monitor_page(request: Request, user: PageUserDep, since: date | None = Query(None),
+async def monitor_page(request: Request, user: PageUserDep, service: ServiceDep, since: date | None = Query(None),
                        until: date | None = Query(None)):
     settings = request.app.state.settings
-    service = getattr(request.app.state, "service", None)
-    if service is None:
-        raise ApiError(503, "not_ready", "the service is starting", headers={"Retry-After": "1"})
-    timezone_name = sla_timezone(settings)
+    timezone_name = service.policy.sla.calendar.timezone.key  # the service's SLA policy, loaded once
     until = until or local_today(timezone_name)
     since = since or until - timedelta(days=DEFAULT_DAYS - 1)
     if until < since:
@@ -61,9 +60,9 @@ async def monitor_page(request: Request, user: PageUserDep, since: date | None =
     named = figures(report)
     charts = {"volume": monitor_charts.daily_volume(report), "accuracy": monitor_charts.accuracy(report),
               "drift": monitor_charts.drift(report),
-              "mix": {head: monitor_charts.label_mix(report, head) for head in monitor_charts.HEAD_NAMES}}
+              "mix": {head: monitor_charts.label_mix(report, head) for head in HEADS}}
     return render(request, "monitor.html", user, active="monitor", report=report, charts=charts, show=show,
-                  fig=lambda name: figure_attributes(named, name), named=named, head_names=monitor_charts.HEAD_NAMES)
+                  fig=lambda name: figure_attributes(named, name), named=named)
 
 
 def add_routes(app: FastAPI) -> None:

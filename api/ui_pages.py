@@ -69,7 +69,7 @@ def reason_name(code: str) -> str:
     return UI_TERMS["review_reasons"].get(code, code)
 
 
-HEAD_NAMES = {"category": "类别", "severity": "紧急程度", "sentiment": "情绪"}
+HEAD_NAMES: dict[str, str] = UI_TERMS["heads"]
 
 
 def reason_label(text: str) -> str:

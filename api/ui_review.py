@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from helpdesk_triage.api.decision_store import DecisionRecord, UnknownDecision
 from helpdesk_triage.api.errors import ApiError
 from helpdesk_triage.api.schemas import CategoryCode, SentimentCode, SeverityCode
-from helpdesk_triage.api.triage_service import TriageService
+from helpdesk_triage.api.dependencies import ServiceDep
 from helpdesk_triage.api.ui_pages import ActionAgentDep, PageUserDep, reason_code, render
 from helpdesk_triage.policy.labels import HEADS, LABELS
 from helpdesk_triage.policy.triage import clean_str
@@ -90,22 +90,14 @@ def _time_left(minutes: int | None) -> str:
     return f"已超时 {text}" if minutes < 0 else f"剩余 {text}"
 
 
-def _service(request: Request) -> TriageService:
-    service = getattr(request.app.state, "service", None)
-    if service is None:
-        raise ApiError(503, "not_ready", "the service is starting", headers={"Retry-After": "1"})
-    return service
-
-
 async def review_page(
-    request: Request, user: PageUserDep,
+    request: Request, user: PageUserDep, service: ServiceDep,
     queue: Annotated[str, Query(max_length=64)] = "",
     category: Annotated[str, Query(max_length=16)] = "",
     severity: Annotated[str, Query(max_length=16)] = "",
     reason: Annotated[str, Query(max_length=64)] = "",
     date: Annotated[str, Query(max_length=10)] = "",
 ):
-    service = _service(request)
     settings = request.app.state.settings
     tz = service.policy.sla.calendar.timezone
     records = await run_in_threadpool(service.store.open_reviews, settings.ui_review_scan_limit)
@@ -151,21 +143,18 @@ class ReviewResult(BaseModel):
     changed: list[str] = Field(..., description="The heads the agent changed.")
 
 
-def record_review(body: ReviewAction, request: Request, session_agent: ActionAgentDep) -> ReviewResult:
-    service = _service(request)
+def record_review(body: ReviewAction, request: Request, service: ServiceDep,
+                  session_agent: ActionAgentDep) -> ReviewResult:
     agent = session_agent or (body.agent or "").strip()
     if not agent:
         raise ApiError(422, "agent_required", "enter your name (客服姓名) before reviewing", field="agent")
     record = service.store.get_decision(body.id)
     if record is None:
-        raise ApiError(404, "unknown_id", f"no triaged message has id {body.id!r}", field="id")
+        raise UnknownDecision(body.id)  # 404 unknown_id, as /v1/feedback answers it
     answered = (record.answer or {}).get("labels") or record.labels
     labels = {head: getattr(body, head) for head in HEADS}
     changed = [head for head in HEADS if labels[head] != answered.get(head)]
-    try:
-        feedback_id = service.record_review(body.id, labels, agent)
-    except UnknownDecision:
-        raise ApiError(404, "unknown_id", f"no triaged message has id {body.id!r}", field="id") from None
+    feedback_id = service.record_review(body.id, labels, agent)
     action = "corrected" if changed else "confirmed"
     request.state.log_fields.update(id=body.id, agent=agent, ui_action=action, changed=changed)
     log.info("ui_review", extra={"fields": {"id": body.id, "agent": agent, "action": action, "changed": changed,
