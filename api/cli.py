@@ -20,6 +20,10 @@ class CliError(Exception):
     """A user-facing failure: printed as one line, exit code 2."""
 
 
+DEMO_DATABASE_URL = "sqlite:///triage-data/demo.db"
+DEMO_MESSAGES, DEMO_SEED = 300, 7  # `triage demo` and `serve --demo` fill the same store
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -45,8 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="fill a fresh store with a few hundred triaged demo messages and reviews")
     demo.add_argument("--database-url", default=None, help=f"store to fill (default: TRIAGE_DATABASE_URL, else {DEMO_DATABASE_URL})")
-    demo.add_argument("--messages", type=int, default=300, help="how many demo messages (default 300)")
-    demo.add_argument("--seed", type=int, default=7, help="random seed (default 7)")
+    demo.add_argument("--messages", type=int, default=DEMO_MESSAGES, help=f"how many demo messages (default {DEMO_MESSAGES})")
+    demo.add_argument("--seed", type=int, default=DEMO_SEED, help=f"random seed (default {DEMO_SEED})")
     demo.add_argument("--model", type=Path, default=None, help="trained model folder (default: the embedded model)")
     demo.set_defaults(handler=run_demo)
 
@@ -206,14 +210,11 @@ def run_serve(args: argparse.Namespace) -> int:
         if "TRIAGE_DATABASE_URL" not in os.environ:
             os.environ["TRIAGE_DATABASE_URL"] = DEMO_DATABASE_URL  # the workers read it too
         settings = load_settings()
-        fill_demo(settings, messages=300, seed=7, if_empty=True)
+        fill_demo(settings, messages=DEMO_MESSAGES, seed=DEMO_SEED, if_empty=True)
     migrate_store(settings.database_url)
     with worker_metrics_dir(args.workers):
         run_server("helpdesk_triage.api.main:app", settings, host=args.host, port=args.port, workers=args.workers)
     return 0
-
-
-DEMO_DATABASE_URL = "sqlite:///triage-data/demo.db"
 
 
 def run_demo(args: argparse.Namespace) -> int:
