@@ -166,10 +166,12 @@ _UPSERT_DECISION = (
     " ON CONFLICT (id) DO UPDATE SET "
     + ", ".join(f"{c} = excluded.{c}" for c in _DECISION_COLUMNS[1:])
 )
-_SELECT_DECISION = f"SELECT {', '.join(_DECISION_COLUMNS[:11])} FROM decisions WHERE id = ?"
+# What a DecisionRecord is read from: every column but needs_review and due_at, which are derived from its answer.
+_RECORD_COLUMNS = ", ".join(c for c in _DECISION_COLUMNS if c not in ("needs_review", "due_at"))
+_SELECT_DECISION = f"SELECT {_RECORD_COLUMNS} FROM decisions WHERE id = ?"
 # Open reviews: a person should look at it and nobody has (no feedback of any kind), soonest due first.
 _OPEN_REVIEWS = (
-    f"SELECT {', '.join(_DECISION_COLUMNS[:11])} FROM decisions d"
+    f"SELECT {_RECORD_COLUMNS} FROM decisions d"
     " WHERE d.needs_review AND NOT EXISTS (SELECT 1 FROM feedback f WHERE f.decision_id = d.id)"
     " ORDER BY d.due_at, d.id LIMIT ?"
 )
