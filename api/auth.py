@@ -37,12 +37,17 @@ class BearerAuthMiddleware:
         await response(scope, receive, send)
 
     def accepts(self, token: bytes | None) -> bool:
-        if token is None:
-            return False
-        matched = False
-        for key in self.keys:
-            matched |= hmac.compare_digest(token, key)
-        return matched
+        return token is not None and matching_key(token, self.keys) is not None
+
+
+def matching_key(token: bytes, keys: Sequence[bytes]) -> bytes | None:
+    """The key equal to ``token``, or None. Every key is compared (no early exit), so timing tells nothing
+    about how much of a key matched or which key (the bearer check and the pages' sign-in)."""
+    matched = None
+    for key in keys:
+        if hmac.compare_digest(token, key):
+            matched = key
+    return matched
 
 
 def _bearer_token(scope: Scope) -> bytes | None:

@@ -3,7 +3,6 @@ on), and the static files the pages need (CSS, JavaScript and the Chinese font, 
 
 from __future__ import annotations
 
-import hmac
 import logging
 from typing import Annotated
 
@@ -11,6 +10,7 @@ from fastapi import FastAPI, Query, Request
 from fastapi.responses import FileResponse, RedirectResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
+from helpdesk_triage.api.auth import matching_key
 from helpdesk_triage.api.errors import ApiError
 from helpdesk_triage.api.ui_pages import (
     FONT_FILE,
@@ -64,16 +64,13 @@ def login(body: LoginRequest, request: Request) -> Response:
     keys = api_keys(settings)
     if not keys:
         raise ApiError(404, "keys_off", "API keys are off: the pages open without signing in")
-    matched = None
-    for key in keys:  # every key compared: timing tells nothing about which one matched
-        if hmac.compare_digest(body.key.encode("utf-8"), key.encode("utf-8")):
-            matched = key
+    matched = matching_key(body.key.encode("utf-8"), [key.encode("utf-8") for key in keys])
     agent = body.agent.strip()
     if matched is None or not agent:
         log.info("ui_login_refused", extra={"fields": {"agent": agent}})
         raise ApiError(401, "unauthorized", "wrong API key", field="key")
     response = Response(status_code=204)
-    response.set_cookie(SESSION_COOKIE, make_session(matched, agent, settings.ui_session_hours),
+    response.set_cookie(SESSION_COOKIE, make_session(matched.decode("utf-8"), agent, settings.ui_session_hours),
                         max_age=int(settings.ui_session_hours * 3600), httponly=True, samesite="strict",
                         path=UI_PREFIX, secure=request.url.scheme == "https")
     log.info("ui_login", extra={"fields": {"agent": agent}})
